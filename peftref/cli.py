@@ -15,6 +15,9 @@ from . import __version__
 #: module providing add_parser(subparsers) for each subcommand, in the order --help lists them.
 SUBCOMMANDS = {
     "demo": "peftref.demo",
+    "export": "peftref.export.cli",
+    "inspect": "peftref.checkpoints.cli",
+    "conform": "peftref.conformance.cli",
 }
 
 
