@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -45,25 +46,45 @@ def check_choice(method: str, name: str, value, choices: tuple) -> None:
 
 def config_from_dict(config_cls, mapping: Mapping):
     """Build a Config from a plain dict, naming unknown fields (used by checkpoints and conformance candidates)."""
+    method = config_cls.__module__.rsplit(".", 1)[-1]
+    if not isinstance(mapping, Mapping):
+        raise TypeError(f"{method}: config fields must be a mapping name -> value, got {type(mapping).__name__}")
     known = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(mapping) - known)
     if unknown:
-        method = config_cls.__module__.rsplit(".", 1)[-1]
         raise fail(method, f"unknown config field(s) {unknown}; expected a subset of {sorted(known)}")
     return config_cls(**mapping)
 
 
-def as_float64(method: str, name: str, array, ndim: int | None = None) -> np.ndarray:
-    """`array` as a finite float64 ndarray (optionally of exactly `ndim` dimensions)."""
-    a = np.asarray(array)
+def check_config(method: str, cfg, config_type: type) -> None:
+    """Require an instance of the method's own Config (not another method's, not a dict)."""
+    if not isinstance(cfg, config_type):
+        given = type(cfg)
+        owner = given.__module__.rsplit(".", 1)[-1] + "." if given.__module__.startswith(__package__ + ".") else ""
+        raise TypeError(f"{method}: cfg must be a {method}.Config, got {owner}{given.__qualname__}")
+
+
+def as_array(method: str, label: str, value) -> np.ndarray:
+    """np.asarray(value), naming `label` when NumPy cannot make a rectangular array of it (a ragged list, say)."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as err:
+        given = type(value).__name__
+        raise fail(method, f"{label} must be a rectangular numeric array, got a {given} NumPy cannot convert ({err})") from None
+
+
+def as_float64(method: str, name: str, array, ndim: int | None = None, kind: str = "") -> np.ndarray:
+    """`array` as a finite float64 ndarray (optionally of exactly `ndim` dimensions); messages call it `kind 'name'`."""
+    label = f"{kind} {name!r}".lstrip()
+    a = as_array(method, label, array)
     if a.dtype == object or not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
         if a.dtype.name != "bfloat16":  # ml_dtypes' bfloat16 is a real float type NumPy does not classify
-            raise TypeError(f"{method}: {name!r} must be a real numeric array, got dtype {a.dtype}")
+            raise TypeError(f"{method}: {label} must be a real numeric array, got dtype {a.dtype}")
     if ndim is not None and a.ndim != ndim:
-        raise fail(method, f"{name!r} must be {ndim}-D, got shape {a.shape}")
+        raise fail(method, f"{label} must be {ndim}-D, got shape {a.shape}")
     a = a.astype(np.float64, copy=False)
     if not np.all(np.isfinite(a)):
-        raise fail(method, f"{name!r} contains non-finite values (NaN or Inf)")
+        raise fail(method, f"{label} contains non-finite values (NaN or Inf)")
     return a
 
 
@@ -78,9 +99,9 @@ def as_weight(method: str, W) -> np.ndarray:
 def as_shape(method: str, shape) -> tuple[int, int]:
     """A (d_out, d_in) pair of positive ints."""
     try:
-        d_out, d_in = (int(s) for s in shape)
+        d_out, d_in = (operator.index(s) for s in shape)  # ints, NumPy ints; not 8.5, not "8"
     except (TypeError, ValueError):
-        raise fail(method, f"shape must be a pair (d_out, d_in), got {shape!r}") from None
+        raise fail(method, f"shape must be a pair (d_out, d_in) of ints, got {shape!r}") from None
     if d_out < 1 or d_in < 1:
         raise fail(method, f"shape must be positive, got {(d_out, d_in)}")
     return d_out, d_in
@@ -116,7 +137,7 @@ def check_params(method: str, params: Params, expected: Mapping[str, tuple], ind
         raise fail(method, f"params must have keys {sorted(expected)}; missing {missing}, unexpected {extra}")
     out = {}
     for name, shape in expected.items():
-        value = np.asarray(params[name])
+        value = as_array(method, f"parameter {name!r}", params[name])
         if value.shape != tuple(shape):
             raise fail(method, f"parameter {name!r} must have shape {tuple(shape)}, got {value.shape}")
         if name in index_names:
@@ -125,7 +146,7 @@ def check_params(method: str, params: Params, expected: Mapping[str, tuple], ind
                     raise TypeError(f"{method}: parameter {name!r} must hold integers, got dtype {value.dtype}")
             out[name] = value.astype(np.int64)
         else:
-            out[name] = as_float64(method, f"parameter {name}", value)
+            out[name] = as_float64(method, name, value, kind="parameter")
     return out
 
 
@@ -179,12 +200,8 @@ class AdditiveMethod:
     delta_adjoint: Callable[[np.ndarray, dict, Any, tuple], np.ndarray]  # gy (T, d_out) -> gy ΔW (T, d_in)
     grads: Callable[[np.ndarray, np.ndarray, dict, Any, tuple], dict]  # (x, gy, ...) -> {trainable: ∂L/∂p}
 
-    def check_config(self, cfg) -> None:
-        if not isinstance(cfg, self.config_type):
-            raise TypeError(f"{self.name}: cfg must be a {self.name}.Config, got {type(cfg).__name__}")
-
     def checked(self, W, params, cfg) -> tuple[np.ndarray, dict]:
-        self.check_config(cfg)
+        check_config(self.name, cfg, self.config_type)
         W = as_weight(self.name, W)
         return W, self.validate(params, W.shape, cfg)
 
@@ -209,7 +226,7 @@ class AdditiveMethod:
         return y.reshape(x.shape[:-1] + (W.shape[0],))
 
     def vjp(self, x, W, params, cfg, gy) -> tuple[np.ndarray, dict]:
-        self.check_config(cfg)
+        check_config(self.name, cfg, self.config_type)
         x, W, gy = check_vjp_inputs(self.name, x, W, gy)
         p = self.validate(params, W.shape, cfg)
         x2, gy2 = token_matrix(x), token_matrix(gy)  # (T, d_in), (T, d_out)

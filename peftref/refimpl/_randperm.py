@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import numpy as np
 
-#: torch draws 32-bit values only below this size (aten randperm_cpu: n < UINT32_MAX / 20).
-MAX_VERIFIED_SIZE = (2**32 - 1) // 20
+#: torch draws 32-bit values only for sizes strictly below this (aten randperm_cpu: ``n < UINT32_MAX / 20``, integer division);
+#: at exactly this size it already takes the 64-bit path.
+SIZE_LIMIT = (2**32 - 1) // 20
 
 
 def torch_randperm_prefix(seed: int, size: int, n: int) -> np.ndarray:
     """The first n entries of torch.randperm(size) under ``manual_seed(seed)``, as int64."""
     if not 0 <= n <= size:
         raise ValueError(f"randperm prefix length n must be in [0, {size}], got {n}")
-    if size > MAX_VERIFIED_SIZE:
+    if size >= SIZE_LIMIT:
         raise ValueError(
-            f"cannot replay torch.randperm for {size} >= {MAX_VERIFIED_SIZE + 1} elements: torch switches to 64-bit draws "
+            f"cannot replay torch.randperm for {size} >= {SIZE_LIMIT} elements: torch switches to 64-bit draws "
             "there, and that algorithm is not verified in peftref; store the indices explicitly instead"
         )
     steps = min(n, size - 1)

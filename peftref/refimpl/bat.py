@@ -44,6 +44,7 @@ class Config:
 
 
 def _check_shape(shape, cfg: Config) -> tuple[int, int]:
+    _common.check_config(METHOD, cfg, Config)
     d_out, d_in = _common.as_shape(METHOD, shape)
     if d_out % cfg.r or d_in % cfg.r:
         raise _common.fail(METHOD, f"config field 'r' = {cfg.r} must divide both d_out = {d_out} and d_in = {d_in}")
@@ -63,13 +64,13 @@ def num_trainable(shape, cfg: Config) -> int:
 
 
 def init(W, cfg: Config, rng=None) -> dict[str, np.ndarray]:
-    """B = 0."""
+    """B = 0. (`rng` is checked for a uniform API; nothing is drawn.)"""
+    _common.as_generator(rng)
     return {"B": np.zeros(param_shapes(_common.as_weight(METHOD, W).shape, cfg)["B"])}
 
 
 def _checked(W, params, cfg: Config, name: str = "W") -> tuple[np.ndarray, np.ndarray]:
-    if not isinstance(cfg, Config):
-        raise TypeError(f"{METHOD}: cfg must be a {METHOD}.Config, got {type(cfg).__name__}")
+    _common.check_config(METHOD, cfg, Config)
     W = _common.as_float64(METHOD, name, W, ndim=2)
     p = _common.check_params(METHOD, params, param_shapes(W.shape, cfg))
     return W, p["B"]

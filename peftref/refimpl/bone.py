@@ -43,6 +43,7 @@ class Config:
 
 
 def _check_shape(shape, cfg: Config) -> tuple[int, int]:
+    _common.check_config(METHOD, cfg, Config)
     d_out, d_in = _common.as_shape(METHOD, shape)
     if cfg.r > d_in:
         raise _common.fail(METHOD, f"config field 'r' must be <= d_in = {d_in}, got {cfg.r}")
@@ -64,7 +65,8 @@ def num_trainable(shape, cfg: Config) -> int:
 
 
 def init(W, cfg: Config, rng=None) -> dict[str, np.ndarray]:
-    """D = 0."""
+    """D = 0. (`rng` is checked for a uniform API; nothing is drawn.)"""
+    _common.as_generator(rng)
     return {name: np.zeros(shape) for name, shape in param_shapes(_common.as_weight(METHOD, W).shape, cfg).items()}
 
 

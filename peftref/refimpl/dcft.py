@@ -66,6 +66,7 @@ def original_scaling(alpha: float, r: float) -> float:
 
 def subspace_shape(shape, cfg: Config) -> tuple[int, int]:
     """(n_out, n_in) = ((d_out − d)/stride + 1, (d_in − d)/stride + 1); both must be whole numbers."""
+    _common.check_config(METHOD, cfg, Config)
     d_out, d_in = _common.as_shape(METHOD, shape)
     sizes = []
     for name, dim in (("d_out", d_out), ("d_in", d_in)):

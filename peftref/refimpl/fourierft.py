@@ -17,9 +17,9 @@ Efficient forward, per token, never forming ΔW — O(M log M + N log N + n) ins
     gy ΔW = α · Re(ifft(z')),  z'[v] = Σ_{k: v_k = v} c_k · ifft(gy)[u_k]        (the adjoint)
     ∂L/∂c_k = α/(MN) · Re(Σ_tokens fft(gy)[u_k] · fft(x)[v_k]) = α · Re(Σ_tokens ifft(gy)[u_k] · ifft(x)[v_k])
 
-Fast ΔW (the exporter's hot path). Re(ifft2(F)) = ifft2(H) with H = (F[u, v] + conj-mirror F[−u, −v]) / 2 Hermitian,
-so after transforming the ≤ n non-zero columns along the output axis, one real inverse FFT (``irfft``) along the input axis
-finishes the job on half the spectrum: about a quarter of a dense complex ``ifft2``.
+Fast ΔW (the exporter's hot path). Re(ifft2(F)) only needs half the spectrum: fold each coefficient onto the input
+frequencies 0 … N//2 (c at (u, v) acts as c at (−u, −v), cos being even), transform the ≤ n non-zero columns along the
+output axis, then one real inverse FFT (``irfft``) along the input axis: about a quarter of a dense complex ``ifft2``.
 
 Trainable: spectrum c (n,). Frozen: indices (2, n) int64, rows u then columns v, all distinct.
 Init: c ~ N(0, 1) (PEFT's default; ΔW ≠ 0 at init) or zeros. Trainable parameters: n.
@@ -39,6 +39,7 @@ METHOD = "fourierft"
 TRAINABLE = ("spectrum",)
 FROZEN = ("indices",)
 _WORKERS = min(4, os.cpu_count() or 1)
+_BLOCK_BYTES = 2**21  # the dense ΔW inverts its half spectrum in blocks of about this size (cache-sized)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Config:
 
 
 def _check_shape(shape, cfg: Config) -> tuple[int, int]:
+    _common.check_config(METHOD, cfg, Config)
     d_out, d_in = _common.as_shape(METHOD, shape)
     if cfg.n > d_out * d_in:
         raise _common.fail(METHOD, f"config field 'n' must be <= d_out·d_in = {d_out * d_in} for shape {(d_out, d_in)}, got {cfg.n}")
@@ -108,20 +110,32 @@ def _ifft(a: np.ndarray) -> np.ndarray:
 
 
 def _dense_delta(p, shape, cfg: Config) -> np.ndarray:
-    """α · Re(ifft2(F)) via the real-part identity and the sparsity of F."""
+    """α · Re(ifft2(F)) via the real-part identity and the sparsity of F.
+
+    1. Fold every coefficient into the half spectrum w = 0 … N//2: cos is even, so c at (u, v) with v > N − v acts as c at
+       (−u mod M, N − v). Interior columns (0 < w < N/2) carry α/2, since irfft doubles them; columns 0 and N/2 carry α.
+    2. T = ifft of the C ≤ n non-zero folded columns along the output axis, held as rows (C, M): contiguous FFTs.
+    3. ΔW = irfft(H) along the input axis (contiguous), H (M, N//2 + 1) holding T's columns; irfft keeps Re of columns 0, N/2.
+       H is built and inverted a cache-sized block of rows at a time, so it never exists whole.
+    """
     M, N = shape
     u, v = p["indices"]
-    cols, col_of = np.unique(v, return_inverse=True)  # the C ≤ n distinct input frequencies
-    F_cols = np.zeros((M, cols.size), dtype=np.complex128)  # (M, C): the non-zero columns of F
-    F_cols[u, col_of] = p["spectrum"]
-    T = scipy.fft.ifft(F_cols, axis=0, workers=_WORKERS)  # (M, C): ifft along the output axis
-    # Hermitian half along the input axis: H[:, v] = (T[:, v] + conj(T[:, −v mod N])) / 2 for v = 0 … N//2.
-    H = np.zeros((M, N // 2 + 1), dtype=np.complex128)  # (M, N//2 + 1)
-    direct = cols <= N // 2
-    H[:, cols[direct]] += T[:, direct] / 2
-    mirrored = (-cols) % N <= N // 2
-    H[:, (-cols[mirrored]) % N] += np.conj(T[:, mirrored]) / 2
-    return cfg.alpha * scipy.fft.irfft(H, n=N, axis=1, workers=_WORKERS)  # (M, N), real, divides by N
+    mirrored = v > N - v
+    u, w = np.where(mirrored, -u % M, u), np.where(mirrored, N - v, v)  # (n,), (n,): folded locations, w ≤ N/2
+    weight = np.where((w == 0) | (2 * w == N), cfg.alpha, cfg.alpha / 2)  # (n,)
+    cols, col_of = np.unique(w, return_inverse=True)  # the C ≤ n distinct folded columns
+    F_half = np.zeros((cols.size, M), dtype=np.complex128)  # (C, M): the folded spectrum's non-zero columns, as rows
+    np.add.at(F_half, (col_of, u), weight * p["spectrum"])  # (u, v) and (−u, N − v) fold onto one location: add
+    T = scipy.fft.ifft(F_half, axis=1, overwrite_x=True, workers=_WORKERS)  # (C, M)
+    delta = np.empty((M, N))
+    rows = max(1, _BLOCK_BYTES // (16 * (N // 2 + 1)))  # rows of H per block
+    for start in range(0, M, rows):
+        T_block = T[:, start : start + rows]  # (C, rows)
+        H = np.zeros((T_block.shape[1], N // 2 + 1), dtype=np.complex128)  # (rows, N//2 + 1): a block of the half spectrum
+        H[:, cols] = T_block.T
+        block = scipy.fft.irfft(H, n=N, axis=1, overwrite_x=True, workers=_WORKERS)  # (rows, N), real; irfft divides by N
+        delta[start : start + rows] = block
+    return delta
 
 
 def _delta_forward(x, p, cfg: Config, shape) -> np.ndarray:

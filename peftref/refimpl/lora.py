@@ -52,21 +52,26 @@ class Config:
         return self.alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
 
 
+def _check_shape(shape, cfg: Config) -> tuple[int, int]:
+    _common.check_config(METHOD, cfg, Config)
+    return _common.as_shape(METHOD, shape)
+
+
 def param_shapes(shape, cfg: Config) -> dict[str, tuple]:
     """A (r, d_in), B (d_out, r)."""
-    d_out, d_in = _common.as_shape(METHOD, shape)
+    d_out, d_in = _check_shape(shape, cfg)
     return {"A": (cfg.r, d_in), "B": (d_out, cfg.r)}
 
 
 def num_trainable(shape, cfg: Config) -> int:
     """r (d_in + d_out)."""
-    d_out, d_in = _common.as_shape(METHOD, shape)
+    d_out, d_in = _check_shape(shape, cfg)
     return cfg.r * (d_in + d_out)
 
 
 def init(W, cfg: Config, rng=None) -> dict[str, np.ndarray]:
     """A ~ U(−1/√d_in, 1/√d_in), B = 0."""
-    d_out, d_in = _common.as_weight(METHOD, W).shape
+    d_out, d_in = _check_shape(_common.as_weight(METHOD, W).shape, cfg)
     rng = _common.as_generator(rng)
     bound = 1.0 / math.sqrt(d_in)
     return {

@@ -68,6 +68,7 @@ class Config:
 
 
 def _check_shape(shape, cfg: Config) -> tuple[int, int]:
+    _common.check_config(METHOD, cfg, Config)
     d_out, d_in = _common.as_shape(METHOD, shape)
     if cfg.n > d_out * d_in:
         raise _common.fail(METHOD, f"config field 'n' must be <= d_out·d_in = {d_out * d_in} for shape {(d_out, d_in)}, got {cfg.n}")
@@ -87,14 +88,16 @@ def num_trainable(shape, cfg: Config) -> int:
 
 
 def band_of(shape, bands: int) -> np.ndarray:
-    """(d_out, d_in) int array: the band of each DCT position by its radial distance from the DC corner."""
+    """(d_out, d_in) int array: the band of each DCT position by its radial distance from the DC corner.
+
+    Band b holds b·ρmax/B < ρ ≤ (b+1)·ρmax/B (ρ = 0 in band 0), decided exactly in integers because positions on a boundary
+    are common (u = v = (M−1)/3 on a square matrix): ρ > b·ρmax/B  ⇔  B²(u² + v²) > b²((M−1)² + (N−1)²).
+    """
     M, N = shape
-    rho = np.hypot(*np.meshgrid(np.arange(M), np.arange(N), indexing="ij"))  # (M, N)
-    rho_max = np.hypot(M - 1, N - 1)
-    if rho_max == 0:
-        return np.zeros((M, N), dtype=np.int64)
-    # band b: b·ρmax/B < ρ ≤ (b+1)·ρmax/B, i.e. ceil(ρ B / ρmax) − 1, with ρ = 0 in band 0.
-    return np.clip(np.ceil(rho * bands / rho_max).astype(np.int64) - 1, 0, bands - 1)
+    u, v = np.arange(M, dtype=np.int64)[:, None], np.arange(N, dtype=np.int64)[None, :]
+    scaled_rho2 = bands**2 * (u**2 + v**2)  # (M, N): B² ρ²
+    boundaries = np.arange(1, bands, dtype=np.int64) ** 2 * ((M - 1) ** 2 + (N - 1) ** 2)  # (B − 1,): b² ρmax², ascending
+    return np.searchsorted(boundaries, scaled_rho2, side="left")  # (M, N): the number of boundaries ρ lies strictly beyond
 
 
 def select_locations(W, cfg: Config) -> np.ndarray:

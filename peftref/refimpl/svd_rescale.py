@@ -44,6 +44,7 @@ class Config:
 
 
 def _check_shape(shape, cfg: Config) -> tuple[int, int]:
+    _common.check_config(METHOD, cfg, Config)
     d_out, d_in = _common.as_shape(METHOD, shape)
     if cfg.r > min(d_out, d_in):
         raise _common.fail(METHOD, f"config field 'r' must be <= min(d_out, d_in) = {min(d_out, d_in)}, got {cfg.r}")
@@ -63,9 +64,10 @@ def num_trainable(shape, cfg: Config) -> int:
 
 
 def init(W, cfg: Config, rng=None) -> dict[str, np.ndarray]:
-    """Top-r SVD of W in float64; s = σ⁰, b = 1."""
+    """Top-r SVD of W in float64; s = σ⁰, b = 1. (`rng` is checked for a uniform API; nothing is drawn.)"""
     W = _common.as_weight(METHOD, W)
     _check_shape(W.shape, cfg)
+    _common.as_generator(rng)
     U, sigma, Vt = np.linalg.svd(W, full_matrices=False)  # (d_out, m), (m,), (m, d_in)
     U_r, sigma0, V_r = U[:, : cfg.r], sigma[: cfg.r], Vt[: cfg.r].T  # (d_out, r), (r,), (d_in, r)
     return {"s": sigma0.copy(), "b": np.ones(W.shape[0]), "U": U_r, "V": V_r, "sigma0": sigma0}
