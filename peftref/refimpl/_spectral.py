@@ -39,6 +39,15 @@ def check_indices(method: str, indices: np.ndarray, shape: tuple[int, int]) -> N
         raise _common.fail(method, f"parameter 'indices' has duplicate location (u={dup // d_in}, v={dup % d_in}); locations must be distinct")
 
 
+def check_shape(method: str, shape, cfg, config_type: type) -> tuple[int, int]:
+    """(d_out, d_in) for a `config_type` cfg whose n fits: 1 ≤ n ≤ d_out·d_in."""
+    _common.check_config(method, cfg, config_type)
+    d_out, d_in = _common.as_shape(method, shape)
+    if cfg.n > d_out * d_in:
+        raise _common.fail(method, f"config field 'n' must be <= d_out·d_in = {d_out * d_in} for shape {(d_out, d_in)}, got {cfg.n}")
+    return d_out, d_in
+
+
 def validate(method: str, params, shape, n: int) -> dict:
     """spectrum (n,) float64 and indices (2, n) int64, checked."""
     p = _common.check_params(method, params, {"spectrum": (n,), "indices": (2, n)}, index_names=("indices",))
@@ -72,3 +81,20 @@ def spectrum_grad(x, gy, p, alpha: float, analysis: Transform) -> np.ndarray:
     ax = analysis(x)[:, v]  # (T, n)
     agy = analysis(gy)[:, u]  # (T, n)
     return alpha * np.real(np.einsum("tk,tk->k", agy, ax))
+
+
+def additive_method(method: str, config_type: type, dense_delta, analysis: Transform, synthesis: Transform) -> _common.AdditiveMethod:
+    """The :class:`~peftref.refimpl._common.AdditiveMethod` of a sparse-spectrum method with the transform pair (A, Σ)."""
+
+    def validated(params, shape, cfg) -> dict:
+        return validate(method, params, check_shape(method, shape, cfg, config_type), cfg.n)
+
+    return _common.AdditiveMethod(
+        method,
+        config_type,
+        validated,
+        dense_delta,
+        lambda x, p, cfg, shape: delta_forward(x, p, cfg.alpha, shape, analysis, synthesis),
+        lambda gy, p, cfg, shape: delta_adjoint(gy, p, cfg.alpha, shape, analysis, synthesis),
+        lambda x, gy, p, cfg, shape: {"spectrum": spectrum_grad(x, gy, p, cfg.alpha, analysis)},
+    )

@@ -68,11 +68,7 @@ class Config:
 
 
 def _check_shape(shape, cfg: Config) -> tuple[int, int]:
-    _common.check_config(METHOD, cfg, Config)
-    d_out, d_in = _common.as_shape(METHOD, shape)
-    if cfg.n > d_out * d_in:
-        raise _common.fail(METHOD, f"config field 'n' must be <= d_out·d_in = {d_out * d_in} for shape {(d_out, d_in)}, got {cfg.n}")
-    return d_out, d_in
+    return _spectral.check_shape(METHOD, shape, cfg, Config)
 
 
 def param_shapes(shape, cfg: Config) -> dict[str, tuple]:
@@ -137,10 +133,6 @@ def init(W, cfg: Config, rng=None) -> dict[str, np.ndarray]:
     return {"spectrum": spectrum, "indices": indices}
 
 
-def _validate(params, shape, cfg: Config) -> dict:
-    return _spectral.validate(METHOD, params, _check_shape(shape, cfg), cfg.n)
-
-
 def _dct(a: np.ndarray) -> np.ndarray:
     return scipy.fft.dct(a, type=2, norm="ortho", axis=-1)
 
@@ -154,19 +146,7 @@ def _dense_delta(p, shape, cfg: Config) -> np.ndarray:
     return cfg.alpha * scipy.fft.idctn(S, type=2, norm="ortho")  # (M, N)
 
 
-def _delta_forward(x, p, cfg: Config, shape) -> np.ndarray:
-    return _spectral.delta_forward(x, p, cfg.alpha, shape, _dct, _idct)
-
-
-def _delta_adjoint(gy, p, cfg: Config, shape) -> np.ndarray:
-    return _spectral.delta_adjoint(gy, p, cfg.alpha, shape, _dct, _idct)
-
-
-def _grads(x, gy, p, cfg: Config, shape) -> dict:
-    return {"spectrum": _spectral.spectrum_grad(x, gy, p, cfg.alpha, _dct)}
-
-
-_method = _common.AdditiveMethod(METHOD, Config, _validate, _dense_delta, _delta_forward, _delta_adjoint, _grads)
+_method = _spectral.additive_method(METHOD, Config, _dense_delta, _dct, _idct)
 
 
 def delta_weight(W, params, cfg: Config) -> np.ndarray:
