@@ -59,12 +59,13 @@ def test_getting_started_shows_what_peftref_demo_prints(capsys):
     printed = capsys.readouterr().out.rstrip("\n").splitlines()
     quoted = quoted_block("getting-started.md", "peftref demo")
     assert len(quoted) == len(printed) and quoted[:3] == printed[:3], f"header differs:\n{quoted[:3]}\n{printed[:3]}"
-    for page_line, run_line in zip(quoted[3:], printed[3:]):
-        *page_fields, page_error, _ = page_line.split()
-        *run_fields, run_error, _ = run_line.split()  # the seconds column is the machine's, not checked
-        assert page_fields == run_fields, f"demo row differs: page {page_line!r}, run {run_line!r}"
-        # max |merged − adapted| is float64 rounding: its digits depend on the BLAS, its size must not.
-        assert float(page_error) < 1e-12 and float(run_error) < 1e-12, (page_line, run_line)
+    for page_line, run_line in zip(quoted[3 : 3 + len(refimpl.METHODS)], printed[3 : 3 + len(refimpl.METHODS)]):
+        page, run = page_line.split(), run_line.split()
+        # method, trainable, × LoRA and the adapter effect (float64) must agree; the error is onnxruntime's float32
+        # rounding (its digits depend on the CPU kernels, its size must not); fold time and latency are the machine's.
+        assert page[:3] + page[4:5] == run[:3] + run[4:5], f"demo row differs: page {page_line!r}, run {run_line!r}"
+        assert float(page[3]) < 2e-5 and float(run[3]) < 2e-5, (page_line, run_line)
+    assert quoted[3 + len(refimpl.METHODS) :] == printed[3 + len(refimpl.METHODS) :]
 
 
 def test_griffe_extension_renders_doctests_and_roles_as_markdown():

@@ -62,7 +62,7 @@ def test_make_config_rejects_bad_fields(method, fields, error, message):
         refimpl.make_config(method, fields)
 
 
-def test_demo_json_reports_exact_merges_and_the_papers_counts(capsys):
+def test_demo_json_reports_verified_folds_and_the_papers_counts(capsys):
     assert cli.main(["demo", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [row["method"] for row in rows] == list(refimpl.METHODS)
@@ -72,7 +72,11 @@ def test_demo_json_reports_exact_merges_and_the_papers_counts(capsys):
         expected = demo.DEPTH * PAPER_COUNT[row["method"]](cfg, demo.WIDTH, demo.WIDTH)
         assert row["trainable"] == expected, row
         assert row["ratio_to_lora"] == pytest.approx(expected / lora_total, rel=1e-15)
-        assert row["max_abs_error"] < 1e-12, row  # merged and efficient forms agree in float64 through 4 tanh layers
+        # onnxruntime computes the merged model in float32 (ε = 1.2e-7): through 4 layers of 64-term dot products the
+        # rounding is ~√64·4·ε·|h| ≈ 4e-6·|h|, |h| ≲ a few units; 2e-5·max(1, effect) bounds it with margin.
+        assert row["max_abs_error"] < 2e-5 * max(1.0, row["adapter_effect"]), row
+        assert row["adapter_effect"] > 1000 * row["max_abs_error"], row  # the check could see a wrong merge
+        assert row["fold_seconds"] > 0 and row["latency_ratio"] > 0
 
 
 def test_demo_table_lists_every_method(capsys):
