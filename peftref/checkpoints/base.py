@@ -11,7 +11,8 @@ A base is one of:
 :func:`base_shapes` returns ``{module: shape of module.weight as stored}`` for every 2-D ``<module>.weight`` tensor. For
 ``torch.nn.Linear`` that is (d_out, d_in); GPT-2's ``Conv1D`` stores the transpose, (d_in, d_out): the adapter's
 ``fan_in_fan_out`` says which, and the reader swaps accordingly. A mapping is taken in the same stored layout.
-ONNX exporters that rename or transpose weights (a ``MatMul`` on ``val_12``) leave those modules out: pass a mapping then.
+For ONNX, weights the exporters renamed or transposed (a ``MatMul`` on ``val_12``) are found through the graph's module
+scopes, by :meth:`peftref.export.graph.Graph.torch_shapes` — the same analysis the exporter folds with.
 """
 
 from __future__ import annotations
@@ -88,8 +89,11 @@ def base_shapes(base: Base) -> BaseShapes:
     if not path.exists():
         raise CheckpointError(f"{path}: base model not found")
     if path.suffix == ".onnx":
-        graph = _onnx_model(path).graph
-        found = ((_weight_module(t.name), tuple(t.dims)) for t in graph.initializer)
+        from ..export.graph import Graph
+
+        model = _onnx_model(path)
+        named = ((_weight_module(t.name), tuple(t.dims)) for t in model.graph.initializer)
+        found = [*named, *Graph(model, path).torch_shapes().items()]  # + weights the exporters renamed or transposed
     else:
         found = ((_weight_module(key), shape) for file in _safetensors_files(path) for key, shape in tensor_shapes(file).items())
     shapes = {module: (int(shape[0]), int(shape[1])) for module, shape in found if module is not None and len(shape) == 2}
