@@ -88,13 +88,14 @@ def run_page(text: str, page: str) -> int:
     return len(blocks)
 
 
-PAGES = sorted(DOCS.rglob("*.md"))
+ROOT = DOCS.parent
+PAGES = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
 
 
-@pytest.mark.parametrize("path", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
+@pytest.mark.parametrize("path", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_page_code_blocks_run_and_print_what_the_page_shows(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    run_page(path.read_text(encoding="utf-8"), f"docs/{path.relative_to(DOCS)}")
+    run_page(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
 
 
 def test_method_pages_have_worked_examples_with_checked_output():
