@@ -4,9 +4,11 @@ r"""Fold an adapter into an ONNX model: W ← round(W + ΔW(W)) in every adapted
         W_m ← round_dtype( W_m + ΔW_m(W_m) )        (float64, then rounded once to the initializer's dtype)
     and each ``modules_to_save`` tensor replaced by its saved value.
 
-ΔW is the reference's (:meth:`peftref.adapter.LayerAdapter.delta_weight`), so the fold needs neither torch nor PEFT.
-The weight is read and written in the layout the graph stores it (W or Wᵀ, see :mod:`peftref.export.graph`); Bat, whose
-update depends on W, sees W in the (d_out, d_in) layout.
+ΔW is the reference's, so the fold needs neither torch nor PEFT. The weight is read and written in the layout the graph
+stores it (W or Wᵀ, see :mod:`peftref.export.graph`), one block of rows at a time. Where the reference gives thin factors
+ΔW = L R (``delta_factors``: LoRA, SVD re-scaling), each block of ΔW is computed from them in the stored layout — rows of
+L R, or of ΔWᵀ = Rᵀ Lᵀ — and the dense ΔW is never formed; the other methods copy the block from the reference's dense
+ΔW (:meth:`peftref.adapter.LayerAdapter.delta_weight`). Bat, whose update depends on W, sees W in the (d_out, d_in) layout.
 
 Safety:
 
@@ -24,6 +26,7 @@ Safety:
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -37,8 +40,10 @@ import ml_dtypes
 import numpy as np
 import onnx
 from onnx import AttributeProto, TensorProto, helper
+from threadpoolctl import ThreadpoolController
 from tqdm import tqdm
 
+from .. import refimpl
 from ..adapter import Adapter, LayerAdapter
 from .graph import Graph, Located, SavedTensor, load_model, locate, locate_saved
 from .tensors import FLOAT_TYPES, ExportError, dtype_name, external_location, is_external, nbytes, raw_bytes, read_array, round_to_dtype
@@ -49,10 +54,11 @@ CHUNK = 2**24
 PROTOBUF_LIMIT = 2**31 - 2**26
 #: external tensors of at least ALIGN_THRESHOLD bytes start at a multiple of ALIGNMENT (memory-mappable by onnxruntime).
 ALIGNMENT, ALIGN_THRESHOLD = 2**16, 2**20
-#: the merge works on row blocks of about this many elements (4 MB of float64), so temporaries stay in cache; a
-#: transposed ΔW is read in tiles of TRANSPOSED_TILE (rows, columns), which keep its strided reads within the caches.
+#: the merge works on blocks of rows of the stored weight of about this many elements (4 MB of float64), so that the block
+#: of ΔW, the sum and the rounding stay in cache; a dense ΔW the graph stores transposed is read in tiles of this many
+#: columns, which keep its strided reads within the caches.
 BLOCK_ELEMENTS = 2**19
-TRANSPOSED_TILE = (256, 16)
+TRANSPOSED_TILE_COLUMNS = 16
 #: methods whose ΔW depends on W's values (SPEC: Bat only); the others are given only W's shape, which saves a float64
 #: copy of W per layer.
 DEPENDS_ON_W = frozenset({"bat"})
@@ -118,20 +124,61 @@ class Plan:
     layers: list[LayerReport] = field(default_factory=list)
 
 
-def _add_rounded(stored: np.ndarray, dW_stored: np.ndarray, merged: np.ndarray, transposed: bool) -> None:
-    """merged ← round_dtype(stored + dW_stored) in float64, tile by tile (dW_stored is a transposed view when `transposed`)."""
-    dtype = merged.dtype
+DeltaRows = Callable[[slice, np.ndarray], None]  # (rows, out): out ← those rows of ΔW in the stored layout, float64
+
+
+def delta_rows(layer: LayerAdapter, W: np.ndarray, transposed: bool) -> DeltaRows:
+    """Rows of ΔW in the stored layout — ΔW (d_out, d_in), or ΔWᵀ (d_in, d_out) when `transposed` — block by block.
+
+    With the reference's thin factors ΔW = L R the stored layout is a product P Q, (P, Q) = (L, R) or (Rᵀ, Lᵀ), and a block
+    of rows is P[rows] Q (k multiply-adds per element, k the rank). Otherwise the rows are copied from the dense ΔW.
+    """
+    module = refimpl.get(layer.method)
+    shape_only = np.broadcast_to(0.0, layer.shape)  # W for the methods that use only its shape, without a float64 copy
+    try:
+        if hasattr(module, "delta_factors"):
+            L, R = module.delta_factors(shape_only, layer.params, layer.config)  # (d_out, k), (k, d_in)
+            P, Q = (np.ascontiguousarray(R.T), np.ascontiguousarray(L.T)) if transposed else (L, R)  # (rows, k), (k, cols)
+            return lambda rows, out: np.matmul(P[rows], Q, out=out)  # (rows, k) @ (k, cols)
+        dW = module.delta_weight(W if layer.method in DEPENDS_ON_W else shape_only, layer.params, layer.config)  # (d_out, d_in)
+    except ValueError as err:
+        raise ExportError(f"module {layer.module!r} ({layer.method}): {err}") from None
+    dW_stored = dW.T if transposed else dW  # (rows, cols): a strided view when transposed
+    tile = TRANSPOSED_TILE_COLUMNS if transposed else dW_stored.shape[1]
+
+    def copy_rows(rows: slice, out: np.ndarray) -> None:
+        for j in range(0, out.shape[1], tile):
+            out[:, j : j + tile] = dW_stored[rows, j : j + tile]
+
+    return copy_rows
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """The BLAS libraries loaded in this process (found once: the search costs a few ms)."""
+    return ThreadpoolController()
+
+
+def merge_rows(stored: np.ndarray, delta: DeltaRows, merged: np.ndarray) -> bool:
+    """merged ← round_dtype(stored + ΔW) in float64, one block of rows at a time; True when every merged value is finite.
+
+    BLAS runs on one thread here: with other processes busy, OpenBLAS's threads fight over the cores (a 4096² layer took
+    5–11× longer on 2 shared cores), while on a quiet machine a second thread saves only ~20 ms of rank-16 products per
+    layer (docs/export.md, Performance).
+    """
     rows, cols = stored.shape
-    tile_rows, tile_cols = TRANSPOSED_TILE if transposed else (max(1, BLOCK_ELEMENTS // cols), cols)
-    fused = dtype != np.dtype(ml_dtypes.bfloat16)  # NumPy rounds float64 -> float32/float16 to nearest even itself
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported by the caller, naming the module
-        for i in range(0, rows, tile_rows):
-            for j in range(0, cols, tile_cols):
-                tile = (slice(i, i + tile_rows), slice(j, j + tile_cols))
-                if fused:
-                    np.add(stored[tile], dW_stored[tile], out=merged[tile], dtype=np.float64, casting="unsafe")
-                else:
-                    merged[tile] = round_to_dtype(stored[tile] + dW_stored[tile], dtype)
+    step = max(1, BLOCK_ELEMENTS // cols)
+    buffer = np.empty((min(step, rows), cols))  # float64
+    finite = True
+    with _blas().limit(limits=1, user_api="blas"), np.errstate(over="ignore", invalid="ignore"):  # overflow: see finite
+        for start in range(0, rows, step):
+            block = slice(start, min(start + step, rows))
+            exact = buffer[: block.stop - start]  # (block rows, cols)
+            delta(block, exact)  # ΔW rows
+            exact += stored[block]  # W + ΔW, float64
+            round_to_dtype(exact, merged.dtype, out=merged[block])
+            finite &= bool(np.isfinite(merged[block]).all())
+    return finite
 
 
 def merged_weight(graph: Graph, located: Located, layer: LayerAdapter, initializer: str, out: np.ndarray | None = None) -> np.ndarray:
@@ -144,14 +191,9 @@ def merged_weight(graph: Graph, located: Located, layer: LayerAdapter, initializ
     dtype = FLOAT_TYPES[tensor.data_type]
     stored = np.asarray(read_array(tensor, graph.base_dir))  # (d_out, d_in) or (d_in, d_out), memory-mapped when external
     W = stored.T if use.transposed else stored  # (d_out, d_in)
-    try:
-        dW = layer.delta_weight(W if layer.method in DEPENDS_ON_W else None)  # (d_out, d_in) float64
-    except ValueError as err:
-        raise ExportError(f"module {layer.module!r} ({layer.method}): {err}") from None
     merged = np.empty(stored.shape, dtype) if out is None else out
-    _add_rounded(stored, dW.T if use.transposed else dW, merged, use.transposed)
-    if not np.isfinite(merged).all():
-        exact = W + dW  # (d_out, d_in) float64, for the message only
+    if not merge_rows(stored, delta_rows(layer, W, use.transposed), merged):
+        exact = W + layer.delta_weight(W if layer.method in DEPENDS_ON_W else None)  # (d_out, d_in) float64, for the message only
         finite = np.isfinite(exact)
         what = (
             f"W + ΔW reaches {np.abs(exact).max():.3g}, beyond {dtype_name(tensor.data_type)}'s largest value {float(ml_dtypes.finfo(dtype).max):.3g}"

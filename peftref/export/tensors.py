@@ -113,8 +113,14 @@ def _float32_round_to_odd(x: np.ndarray) -> np.ndarray:
     return bits.view(np.float32)
 
 
-def round_to_dtype(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """float64 `x` rounded once to `dtype` (float32, float16, bfloat16 or float64), to nearest, ties to even."""
+def round_to_dtype(x: np.ndarray, dtype: np.dtype, out: np.ndarray | None = None) -> np.ndarray:
+    """float64 `x` rounded once to `dtype` (float32, float16, bfloat16 or float64), to nearest, ties to even.
+
+    `out`: an array of `dtype` and x's shape to write the result into (no temporary); a new array when None.
+    """
     if dtype == np.dtype(ml_dtypes.bfloat16):
-        return _float32_round_to_odd(x).astype(ml_dtypes.bfloat16)
-    return x.astype(dtype)
+        x = _float32_round_to_odd(x)  # then float32 -> bfloat16 to nearest even gives the correctly rounded value
+    if out is None:
+        return x.astype(dtype)
+    np.copyto(out, x, casting="unsafe")  # the same conversion as astype
+    return out

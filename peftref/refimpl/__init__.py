@@ -10,6 +10,8 @@
 Each module has ``Config`` (a frozen, validated dataclass), ``init(W, cfg, rng)``, ``delta_weight(W, params, cfg)``,
 ``merge``, ``unmerge``, ``forward(x, W, params, cfg, bias)``, ``vjp(x, W, params, cfg, gy)``, ``num_trainable(shape, cfg)``,
 ``param_shapes(shape, cfg)`` and the tuples ``TRAINABLE`` / ``FROZEN`` of parameter names. Everything computes in float64.
+Methods whose ΔW is a product of two thin factors (LoRA, SVD re-scaling) also have ``delta_factors(W, params, cfg)``, which
+returns (L, R) with ΔW = L R; ``hasattr(module, "delta_factors")`` tells which.
 """
 
 from __future__ import annotations

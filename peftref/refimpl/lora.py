@@ -14,6 +14,9 @@ Gradients, with gy = ∂L/∂y and G = Σ_tokens gyᵀ x the gradient with respe
     ∂L/∂B = s · G Aᵀ = s · Σ gyᵀ (x Aᵀ)        ∂L/∂A = s · Bᵀ G = s · Σ (gy B)ᵀ x
     ∂L/∂x = gy W + s · (gy B) A
 
+As a product of two thin factors, for consumers that work on row blocks of ΔW (the ONNX fold):
+ΔW = L R with L = s·B (d_out × r), R = A (r × d_in) — :func:`delta_factors`.
+
 Init (PEFT's default): A ~ U(−1/√d_in, 1/√d_in) (Kaiming-uniform with a = √5), B = 0, so ΔW = 0 exactly.
 Trainable parameters: r (d_in + d_out).
 """
@@ -110,6 +113,12 @@ _method = _common.AdditiveMethod(METHOD, Config, _validate, _dense_delta, _delta
 def delta_weight(W, params, cfg: Config) -> np.ndarray:
     """ΔW = s · B A, (d_out, d_in) float64. W gives only the shape."""
     return _method.delta_weight(W, params, cfg)
+
+
+def delta_factors(W, params, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """(L, R) with ΔW = L R: L = s·B (d_out, r), R = A (r, d_in), float64. W gives only the shape."""
+    _, p = _method.checked(W, params, cfg)
+    return cfg.scaling * p["B"], p["A"]  # (d_out, r), (r, d_in)
 
 
 def merge(W, params, cfg: Config) -> np.ndarray:

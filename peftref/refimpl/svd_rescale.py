@@ -9,7 +9,9 @@ Trainable: the singular values s ∈ R^r (init σ⁰) and an output scaling vect
 
     ΔW = (diag(b) U_r diag(s) − U_r diag(σ⁰)) V_rᵀ
 
-exactly 0 at init when computed in this factored order. With r = min(d_out, d_in), W + ΔW = diag(b) U diag(s) Vᵀ up to rounding.
+exactly 0 at init when computed in this factored order. Its thin factors, for consumers that work on row blocks of ΔW
+(the ONNX fold), are ΔW = L R with L = diag(b) U_r diag(s) − U_r diag(σ⁰) (d_out × r), R = V_rᵀ (r × d_in) —
+:func:`delta_factors`. With r = min(d_out, d_in), W + ΔW = diag(b) U diag(s) Vᵀ up to rounding.
 
 Forward, with z = x V_r (…, r):
 
@@ -77,9 +79,14 @@ def _validate(params, shape, cfg: Config) -> dict:
     return _common.check_params(METHOD, params, param_shapes(shape, cfg))
 
 
+def _left_factor(p) -> np.ndarray:
+    """L = diag(b) U_r diag(s) − U_r diag(σ⁰), (d_out, r)."""
+    U = p["U"]
+    return (p["b"][:, None] * U) * p["s"] - U * p["sigma0"]
+
+
 def _dense_delta(p, shape, cfg: Config) -> np.ndarray:
-    U, V = p["U"], p["V"]
-    return ((p["b"][:, None] * U) * p["s"] - U * p["sigma0"]) @ V.T  # (d_out, r) @ (r, d_in)
+    return _left_factor(p) @ p["V"].T  # (d_out, r) @ (r, d_in)
 
 
 def _delta_forward(x, p, cfg: Config, shape) -> np.ndarray:
@@ -106,6 +113,12 @@ _method = _common.AdditiveMethod(METHOD, Config, _validate, _dense_delta, _delta
 def delta_weight(W, params, cfg: Config) -> np.ndarray:
     """ΔW = (diag(b) U_r diag(s) − U_r diag(σ⁰)) V_rᵀ, (d_out, d_in) float64. W gives only the shape."""
     return _method.delta_weight(W, params, cfg)
+
+
+def delta_factors(W, params, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """(L, R) with ΔW = L R: L = diag(b) U_r diag(s) − U_r diag(σ⁰) (d_out, r), R = V_rᵀ (r, d_in), float64. W gives only the shape."""
+    _, p = _method.checked(W, params, cfg)
+    return _left_factor(p), p["V"].T  # (d_out, r), (r, d_in)
 
 
 def merge(W, params, cfg: Config) -> np.ndarray:
