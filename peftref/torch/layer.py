@@ -244,7 +244,9 @@ class AdditiveLayer(AdaptedLayer):
 
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base_layer(x)  # (..., d_out) in the base dtype
-        h = self.dropout(x.to(self.adapter_dtype)).reshape(-1, self.shape[1])  # (T, d_in)
+        h = self.dropout(x.to(self.adapter_dtype))
+        # (T, d_in); no view of a 2-D x, so that autograd can sum the two parts of ∂L/∂x in place (PEFT's peak memory)
+        h = h if h.dim() == 2 else h.reshape(-1, self.shape[1])
         return y + self.delta_forward(h, self.tensors()).reshape(y.shape).to(y.dtype)
 
     def merged_weight(self, W, p):

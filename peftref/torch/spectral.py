@@ -11,8 +11,9 @@ scattered at the n locations:
 Each transform is split into its bulk work and a per-frequency weight, A(a)[idx] = gather(a) ⊙ g and
 Σ(z at idx) = scatter(z ⊙ s), so that all the scalings (g, c, s, α) fold into one length-n vector and touch the (T, n)
 activations once. The backward is written out (a ``torch.autograd.Function``) rather than left to autograd: it reuses
-gather_M(gy) for both gradients and the gather_N(x) saved by the forward. A training step costs four length-d FFTs per
-token and two gathers and scatters of n values, nothing of size d_out × d_in.
+gather_M(gy) for both gradients, and recomputes gather_N(x) from x instead of saving it — the layer keeps no activations
+beyond its input (a saved (T, n) analysis would outweigh x itself once n > d_in / 2). A training step costs five
+length-d FFTs per token and three gathers and two scatters of n values, nothing of size d_out × d_in.
 """
 
 from __future__ import annotations
@@ -57,26 +58,25 @@ class SparseSpectralProduct(torch.autograd.Function):
         g_N, _ = pair.weights(v, N, spectrum)  # (n·width,) each
         _, s_M = pair.weights(u, M, spectrum)
         c = spectrum.repeat_interleave(len(pair.real_part))  # (n·width,)
-        gathered = pair.gather(x, v)  # (T, n·width)
-        ctx.save_for_backward(gathered, spectrum, u, v)
+        ctx.save_for_backward(x, spectrum, u, v)  # x, not its (T, n·width) analysis: the caller holds x anyway
         ctx.alpha, ctx.pair, ctx.shape = alpha, pair, shape
-        return pair.scatter(gathered * (alpha * g_N * c * s_M), u, M)  # (T, M)
+        return pair.scatter(pair.gather(x, v).mul_(alpha * g_N * c * s_M), u, M)  # (T, n·width) -> (T, M)
 
     @staticmethod
     def backward(ctx, gy):
-        gathered_x, spectrum, u, v = ctx.saved_tensors
+        x, spectrum, u, v = ctx.saved_tensors
         (M, N), pair, alpha = ctx.shape, ctx.pair, ctx.alpha
         g_M, _ = pair.weights(u, M, spectrum)
         g_N, s_N = pair.weights(v, N, spectrum)
         gathered_gy = pair.gather(gy, u)  # (T, n·width)
         gx = gc = None
-        if ctx.needs_input_grad[0]:
-            c = spectrum.repeat_interleave(len(pair.real_part))
-            gx = pair.scatter(gathered_gy * (alpha * g_M * c * s_N), v, N)  # (T, N)
         if ctx.needs_input_grad[1]:
             real_part = torch.tensor(pair.real_part, dtype=spectrum.dtype, device=spectrum.device)  # (width,)
-            products = (gathered_gy * gathered_x).sum(dim=0) * (alpha * g_M * g_N)  # (n·width,): Σ_t A_M(gy) A_N(x)
+            products = pair.gather(x, v).mul_(gathered_gy).sum(dim=0) * (alpha * g_M * g_N)  # (n·width,): Σ_t A_M(gy) A_N(x)
             gc = products.view(-1, len(pair.real_part)) @ real_part  # (n,): the real part
+        if ctx.needs_input_grad[0]:
+            c = spectrum.repeat_interleave(len(pair.real_part))
+            gx = pair.scatter(gathered_gy.mul_(alpha * g_M * c * s_N), v, N)  # (T, N)
         return gx, gc, None, None, None, None, None
 
 
