@@ -8,19 +8,24 @@ frozen nn.Linear alone: step − base is what the adapter adds.
 The input requires grad (a layer inside a network: the step includes ∂L/∂x); FourierFT is also timed with a leaf input
 (the first adapted layer: no ∂L/∂x), where the base layer costs one matrix product instead of two.
 
+Rows ("step"): one per peftref case, beside its baseline and the base layer. *_ms: the step time; *_median_ms: its
+median, a measure of the noise; *_peak_mb: peak memory; *_adapter_ms: step − base step; speedup_ratio = baseline step /
+peftref step and adapter_ratio = baseline adapter_ms / peftref adapter_ms (> 1: peftref is faster; adapter_ratio only
+where both adapter costs exceed 5 % of the base step, below that they are timing noise).
+
 Time: all cases of one size share one fresh subprocess and are stepped in rounds, each round visiting every case in turn
 (so that a change in the machine's load — it is shared — hits all cases alike); a case's time is its minimum over the
-rounds after a warm-up round (25 rounds at d = 1024, 5 at 4096); the median is reported beside it as a measure of the
-noise (ratios use the minima). Memory: each case in its own fresh subprocess, the peak
+rounds after a warm-up round (25 rounds at d = 1024, 5 at 4096). Memory: each case in its own fresh subprocess, the peak
 of the resident set during one step after a warm-up step (Linux VmHWM, reset through /proc/self/clear_refs just before
 it) minus the resident set just before it: activations saved for backward, gradients and temporaries. glibc's mmap
-threshold is fixed at 64 KiB (MALLOC_MMAP_THRESHOLD_), so every tensor is its own mapping and freed memory leaves the
-resident set: the figure follows live memory, not allocator caching. The layer, its input and the upstream gradient are
-allocated before and not counted.
+threshold is fixed at 64 KiB there (MALLOC_MMAP_THRESHOLD_; not while timing, it slows allocation), so every tensor is its
+own mapping and freed memory leaves the resident set: the figure follows live memory, not allocator caching. The layer,
+its input and the upstream gradient are allocated before and not counted.
 
-A second table times the orthonormal DCT-II of 2048 × d activations two ways: peftref.torch.dct (one real FFT, Makhoul's
+Rows ("dct") time the orthonormal DCT-II of 2048 × d activations two ways: peftref.torch.dct (one real FFT, Makhoul's
 reordering) and a product with the cached DCT matrix — at the 1000 frequencies sDCTFT reads (``dct_at`` against a product
-with the 1000 cached columns) and in full: the justification for the FFT form in sDCTFT.
+with the 1000 cached columns) and in full; matrix_to_fft_ratio > 1: the FFT form is faster. The justification for the
+FFT form in sDCTFT.
 
     python benchmarks/bench_torch_step.py                  # both sizes, writes benchmarks/results/torch_step.json
     python benchmarks/bench_torch_step.py --sizes 1024     # the quick one
@@ -187,6 +192,14 @@ def dct_rows(sizes: list[int], repeats: int) -> list[dict]:
 
     from peftref.torch.dct import dct, dct_at
 
+    def best_ms(fn) -> float:
+        times = []
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return 1e3 * min(times[1:])
+
     rows = []
     for d in sizes:
         generator = torch.Generator().manual_seed(0)
@@ -194,21 +207,17 @@ def dct_rows(sizes: list[int], repeats: int) -> list[dict]:
         frequencies = torch.randint(0, d, (1000,), generator=generator)
         matrix = dct(torch.eye(d))  # (d, d): row i is the DCT of e_i, so x @ matrix = dct(x)
         columns = matrix[:, frequencies].contiguous()  # (d, 1000), cached as a layer would
-        forms = [
-            ("n = 1000", "fft (Makhoul)", lambda: dct_at(x, frequencies)),
-            ("n = 1000", "cached matrix", lambda: x @ columns),
-            ("full", "fft (Makhoul)", lambda: dct(x)),
-            ("full", "cached matrix", lambda: x @ matrix),
+        pairs = [
+            ("n = 1000", lambda: dct_at(x, frequencies), lambda: x @ columns),
+            ("all d", lambda: dct(x), lambda: x @ matrix),
         ]
-        torch.testing.assert_close(forms[0][2](), forms[1][2](), rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(forms[2][2](), forms[3][2](), rtol=1e-4, atol=1e-4)
-        for frequencies_used, form, fn in forms:
-            times = []
-            for _ in range(repeats + 1):
-                start = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - start)
-            rows.append({"table": "dct", "size": d, "frequencies": frequencies_used, "form": form, "ms": 1e3 * min(times[1:])})
+        for label, fft_form, matrix_form in pairs:
+            torch.testing.assert_close(fft_form(), matrix_form(), rtol=1e-4, atol=1e-4)
+            fft_ms, matrix_ms = best_ms(fft_form), best_ms(matrix_form)
+            rows.append(
+                {"table": "dct", "activations": f"{TOKENS}×{d}", "frequencies": label, "fft_ms": fft_ms,
+                 "matrix_ms": matrix_ms, "matrix_to_fft_ratio": matrix_ms / fft_ms}
+            )
     return rows
 
 
@@ -233,11 +242,12 @@ def _subprocess(task: str, spec: dict):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_all(sizes: list[int], rounds: dict[int, int]) -> list[dict]:
+def measure_all(sizes: list[int], rounds: dict[int, int]) -> list[dict]:
+    """One measurement per (size, input, case): min and median step time, peak memory, trainable count."""
     from tqdm import tqdm
 
     groups = [(d, x_grad, cases) for d in sizes for x_grad, cases in ((True, CASES), (False, LEAF_CASES))]
-    rows = []
+    out = []
     with tqdm(total=sum(len(cases) + 1 for _, _, cases in groups), desc="subprocesses", unit="run") as progress:
         for d, x_grad, cases in groups:
             specs = [{"label": label, "impl": impl, "method": method, "config": config} for label, impl, method, config in cases]
@@ -246,68 +256,66 @@ def run_all(sizes: list[int], rounds: dict[int, int]) -> list[dict]:
             for spec, (step_ms, median_ms) in zip(specs, times):
                 memory = _subprocess("memory", {**spec, "size": d, "x_grad": x_grad})
                 progress.update()
-                rows.append(
-                    {
-                        "table": "step",
-                        "size": d,
-                        "input": "∂L/∂x" if x_grad else "leaf",
-                        "case": spec["label"],
-                        "impl": spec["impl"],
-                        "trainable": memory["trainable"],
-                        "step_ms": step_ms,
-                        "median_ms": median_ms,
-                        "peak_step_mb": memory["peak_step_mb"],
-                    }
-                )
-    add_ratios(rows)
+                out.append({"size": d, "x_grad": x_grad, "case": spec["label"], "impl": spec["impl"], "step_ms": step_ms,
+                            "median_ms": median_ms, **memory})
+    return out
+
+
+def step_rows(measurements: list[dict]) -> list[dict]:
+    """One row per peftref case, beside its baseline and the frozen base layer. adapter_ms = step − base step;
+    speedup_ratio = baseline step / peftref step, adapter_ratio = baseline adapter_ms / peftref adapter_ms (> 1: faster),
+    given only where both adapter costs exceed 5 % of the base step (below that they are within the timing noise)."""
+    index = {(m["size"], m["x_grad"], m["case"], m["impl"]): m for m in measurements}
+    rows = []
+    for m in measurements:
+        if m["impl"] != "peftref":
+            continue
+        base = index[(m["size"], m["x_grad"], "base", "torch")]
+        other = index[(m["size"], m["x_grad"], *BASELINE[m["case"]])]
+        rows.append(
+            {
+                "table": "step",
+                "layer": f"{m['size']}×{m['size']}",
+                "input": "∂L/∂x" if m["x_grad"] else "leaf",
+                "case": m["case"],
+                "trainable": m["trainable"],
+                "base_ms": base["step_ms"],
+                "peftref_ms": m["step_ms"],
+                "peftref_median_ms": m["median_ms"],
+                "peftref_peak_mb": m["peak_step_mb"],
+                "baseline": f"{other['impl']} {other['case']}",
+                "baseline_trainable": other["trainable"],
+                "baseline_ms": other["step_ms"],
+                "baseline_median_ms": other["median_ms"],
+                "baseline_peak_mb": other["peak_step_mb"],
+                "peftref_adapter_ms": m["step_ms"] - base["step_ms"],
+                "baseline_adapter_ms": other["step_ms"] - base["step_ms"],
+                "speedup_ratio": other["step_ms"] / m["step_ms"],
+            }
+        )
+        ours, theirs, noise = rows[-1]["peftref_adapter_ms"], rows[-1]["baseline_adapter_ms"], 0.05 * base["step_ms"]
+        if ours > noise and theirs > noise:
+            rows[-1]["adapter_ratio"] = theirs / ours
     return rows
-
-
-def add_ratios(rows: list[dict]) -> None:
-    """overhead_ms = step − base step; for a peftref row with a baseline: speedup_ratio = baseline step / step and
-    overhead_ratio = baseline overhead / overhead (> 1: faster than the baseline)."""
-    index = {(r["size"], r["input"], r["case"], r["impl"]): r for r in rows}
-    for r in rows:
-        base = index.get((r["size"], r["input"], "base", "torch"))
-        if base and r["impl"] != "torch":
-            r["overhead_ms"] = r["step_ms"] - base["step_ms"]
-    for r in rows:
-        baseline = BASELINE.get(r["case"]) if r["impl"] == "peftref" else None
-        other = index.get((r["size"], r["input"], *baseline)) if baseline else None
-        if other:
-            r["vs"] = f"{other['impl']} {other['case']}"
-            r["speedup_ratio"] = other["step_ms"] / r["step_ms"]
-            if r.get("overhead_ms", 0) > 0 and other.get("overhead_ms", 0) > 0:
-                r["overhead_ratio"] = other["overhead_ms"] / r["overhead_ms"]
 
 
 def print_tables(rows: list[dict]) -> None:
     from peftref.demo import format_table
 
-    def shown(row: dict, key: str, spec: str, suffix: str = "") -> str:
-        return format(row[key], spec) + suffix if key in row else ""
-
-    steps = [
-        {
-            **r,
-            "overhead": shown(r, "overhead_ms", ".1f"),
-            "vs": r.get("vs", ""),
-            "speedup": shown(r, "speedup_ratio", ".2f", "×"),
-            "overhead_x": shown(r, "overhead_ratio", ".2f", "×"),
-        }
-        for r in rows
-        if r["table"] == "step"
-    ]
-    columns = [("size", "d", "d"), ("input", "input", "s"), ("case", "case", "s"), ("impl", "impl", "s")]
-    columns += [("trainable", "trainable", "d"), ("step_ms", "step ms", ".1f"), ("median_ms", "median", ".1f")]
-    columns += [("overhead", "− base ms", "s")]
-    columns += [("peak_step_mb", "peak MB", ".1f"), ("vs", "vs", "s"), ("speedup", "speedup", "s")]
-    columns += [("overhead_x", "overhead ratio", "s")]
+    steps = [r for r in rows if r["table"] == "step"]
+    steps = [{**r, "adapter_ratio_text": f"{r['adapter_ratio']:.2f}" if "adapter_ratio" in r else "noise"} for r in steps]
+    columns = [("layer", "layer", "s"), ("input", "input", "s"), ("case", "case", "s"), ("trainable", "trainable", "d")]
+    columns += [("base_ms", "base ms", ".1f"), ("peftref_ms", "peftref ms", ".1f"), ("peftref_median_ms", "median", ".1f")]
+    columns += [("baseline", "baseline", "s"), ("baseline_ms", "baseline ms", ".1f"), ("baseline_median_ms", "median", ".1f")]
+    columns += [("speedup_ratio", "speedup", ".2f"), ("peftref_adapter_ms", "adapter ms", ".1f")]
+    columns += [("baseline_adapter_ms", "baseline adapter ms", ".1f"), ("adapter_ratio_text", "adapter ratio", "s")]
+    columns += [("peftref_peak_mb", "peak MB", ".1f"), ("baseline_peak_mb", "baseline peak MB", ".1f")]
     print(format_table(steps, columns))
     dct = [r for r in rows if r["table"] == "dct"]
-    if dct:
-        print()
-        print(format_table(dct, [("size", "d", "d"), ("frequencies", "DCT-II of 2048 × d", "s"), ("form", "form", "s"), ("ms", "ms", ".2f")]))
+    print()
+    columns = [("activations", "activations", "s"), ("frequencies", "DCT-II at", "s"), ("fft_ms", "FFT (Makhoul) ms", ".2f")]
+    columns += [("matrix_ms", "cached matrix ms", ".2f"), ("matrix_to_fft_ratio", "matrix / FFT", ".2f")]
+    print(format_table(dct, columns))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure_times(json.loads(args.times)) if args.times else measure_memory(json.loads(args.memory))))
         return 0
     rounds = {d: args.rounds or (25 if d <= 1024 else 5) for d in args.sizes}
-    rows = run_all(args.sizes, rounds) + dct_rows(args.sizes, repeats=20)
+    rows = step_rows(measure_all(args.sizes, rounds)) + dct_rows(args.sizes, repeats=20)
     print_tables(rows)
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     result = {"name": "torch_step", "machine": machine(), "date": date, "tokens": TOKENS, "rounds": rounds, "rows": rows}
