@@ -66,11 +66,14 @@ def is_number(value) -> bool:
 
 
 def text(value) -> str:
-    """A value as plain text: floats to 4 significant digits, lists as a×b (shapes), mappings as k=v."""
+    """A value as plain text: floats to 4 significant digits, lists of ints as a×b (shapes), other lists as a, b, …
+    (repeated measurements), mappings as k=v."""
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, (list, tuple)):
-        return "×".join(str(v) for v in value)
+        if all(isinstance(v, int) for v in value):
+            return "×".join(str(v) for v in value)
+        return ", ".join(text(v) for v in value)
     if isinstance(value, dict):
         return ", ".join(f"{k}={text(v)}" for k, v in value.items())
     return str(value)

@@ -35,6 +35,11 @@ def add_parser(subparsers) -> None:
         "--verify", action=argparse.BooleanOptionalAction, default=True,
         help="check with the onnx checker and compare onnxruntime's output with the base model plus the unmerged adapter (default: on)",
     )  # fmt: skip
+    parser.add_argument(
+        "--precision", choices=["float32", "float64"], default="float32",
+        help="arithmetic of W + ΔW before its one rounding to the weight's dtype: float32 (default; float64 for float64 weights) "
+        "or float64 (the exactly rounded reference merge, about 2× slower for low-rank adapters)",
+    )  # fmt: skip
     parser.add_argument("--tolerance", type=float, metavar="REL", help="allowed relative output error (default: by dtype, 1e-4 for float32)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -44,7 +49,7 @@ def add_parser(subparsers) -> None:
 def _run(args) -> int:
     report = fold(
         args.onnx, args.adapter, args.output, base_weights=args.base_weights, verify=args.verify,
-        tolerance=args.tolerance, progress=args.progress,
+        tolerance=args.tolerance, precision=args.precision, progress=args.progress,
     )  # fmt: skip
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))

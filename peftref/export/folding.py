@@ -1,7 +1,7 @@
 r"""Fold an adapter into an ONNX model: W ← round(W + ΔW(W)) in every adapted layer, written as a new model.
 
     fold(base.onnx, adapter, out.onnx)  =  base.onnx with, for each adapted module m,
-        W_m ← round_dtype( W_m + ΔW_m(W_m) )        (float64, then rounded once to the initializer's dtype)
+        W_m ← round_dtype( W_m + ΔW_m(W_m) )        (in float32 or float64 — `precision` — then rounded once)
     and each ``modules_to_save`` tensor replaced by its saved value.
 
 ΔW is the reference's, so the fold needs neither torch nor PEFT. The weight is read and written in the layout the graph
@@ -17,8 +17,9 @@ Safety:
   the adapted module gets its own copy ``<name>.peftref.<module>`` and the others keep the original. A weight that reaches
   the module through a ``Transpose``/``Cast`` whose output other modules also read cannot be separated that way: refused.
 - **Streaming.** Models with external data are processed tensor by tensor: unchanged tensors are copied file range to file
-  range in the kernel (``copy_file_range``); each merged weight is computed from a memory map of its input bytes straight
-  into a memory map of its place in the output file — no other copy — so peak memory is a few times the largest tensor.
+  range in the kernel (``copy_file_range``); each merged weight is computed from a memory map of its input bytes, a block
+  of rows at a time, and each block is written into the (preallocated) output file by a second thread while the next one
+  is computed — so peak memory is a few blocks, not the model.
 - **Atomic output.** Everything is written into a temporary directory beside the output, checked (onnx checker) and
   verified (onnxruntime) there, then renamed into place: on any error nothing is left behind. The output never replaces
   the input model or any of its external data files.
@@ -26,12 +27,15 @@ Safety:
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -62,6 +66,10 @@ TRANSPOSED_TILE_COLUMNS = 16
 #: methods whose ΔW depends on W's values (SPEC: Bat only); the others are given only W's shape, which saves a float64
 #: copy of W per layer.
 DEPENDS_ON_W = frozenset({"bat"})
+#: the arithmetic a merge may use (see work_dtype).
+PRECISIONS = ("float32", "float64")
+#: threads merging blocks of one weight at once.
+WORKERS = min(4, os.cpu_count() or 1)
 
 
 @dataclass
@@ -91,6 +99,7 @@ class FoldReport:
     saved: list[dict]
     external_data: str | None  # the output's external data file name, if any
     bytes_written: int = 0
+    precision: str = "float32"  # the arithmetic of W + ΔW (fold's `precision`)
     seconds: float = 0.0
     verification: dict | None = None
 
@@ -107,7 +116,7 @@ class Change:
     slots: tuple[tuple[int, int], ...]  # (node, input) pairs that must read the new values
     in_place: bool
     target: str  # the initializer name in the output (== source when in place)
-    values: Callable[..., np.ndarray]  # values(out=None): the new array, same shape and dtype as the source
+    values: Callable[..., np.ndarray | None]  # values(out=None): the new array (same shape, dtype as the source), or written to out (Rows)
     report: LayerReport | None = None
     add_to: tuple[int, ...] = ()  # a new bias: the linear nodes whose output it is added to
 
@@ -127,18 +136,21 @@ class Plan:
 DeltaRows = Callable[[slice, np.ndarray], None]  # (rows, out): out ← those rows of ΔW in the stored layout, float64
 
 
-def delta_rows(layer: LayerAdapter, W: np.ndarray, transposed: bool) -> DeltaRows:
-    """Rows of ΔW in the stored layout — ΔW (d_out, d_in), or ΔWᵀ (d_in, d_out) when `transposed` — block by block.
+def delta_rows(layer: LayerAdapter, W: np.ndarray, transposed: bool, work: np.dtype = np.dtype(np.float64)) -> DeltaRows:
+    """Rows of ΔW in the stored layout — ΔW (d_out, d_in), or ΔWᵀ (d_in, d_out) when `transposed` — block by block, in the
+    arithmetic dtype `work` (the `out` the rows are written to has it).
 
     With the reference's thin factors ΔW = L R the stored layout is a product P Q, (P, Q) = (L, R) or (Rᵀ, Lᵀ), and a block
-    of rows is P[rows] Q (k multiply-adds per element, k the rank). Otherwise the rows are copied from the dense ΔW.
+    of rows is P[rows] Q (k multiply-adds per element, k the rank), computed in `work`. Otherwise the rows are copied from the
+    reference's dense float64 ΔW (rounded to `work` on the way).
     """
     module = refimpl.get(layer.method)
     shape_only = np.broadcast_to(0.0, layer.shape)  # W for the methods that use only its shape, without a float64 copy
     try:
         if hasattr(module, "delta_factors"):
             L, R = module.delta_factors(shape_only, layer.params, layer.config)  # (d_out, k), (k, d_in)
-            P, Q = (np.ascontiguousarray(R.T), np.ascontiguousarray(L.T)) if transposed else (L, R)  # (rows, k), (k, cols)
+            P, Q = (R.T, L.T) if transposed else (L, R)  # (rows, k), (k, cols)
+            P, Q = np.ascontiguousarray(P, work), np.ascontiguousarray(Q, work)
             return lambda rows, out: np.matmul(P[rows], Q, out=out)  # (rows, k) @ (k, cols)
         dW = module.delta_weight(W if layer.method in DEPENDS_ON_W else shape_only, layer.params, layer.config)  # (d_out, d_in)
     except ValueError as err:
@@ -153,46 +165,129 @@ def delta_rows(layer: LayerAdapter, W: np.ndarray, transposed: bool) -> DeltaRow
     return copy_rows
 
 
+class ArrayRows:
+    """Where merged rows go: an array in memory."""
+
+    def __init__(self, array: np.ndarray):
+        self.array, self.dtype = array, array.dtype
+
+    def rows(self, block: slice) -> np.ndarray:
+        """The destination of rows `block`, filled by the caller and then handed to :meth:`commit`."""
+        return self.array[block]
+
+    def commit(self, block: slice, values: np.ndarray) -> None:
+        pass  # already in place
+
+    def put(self, values: np.ndarray) -> None:
+        """All the tensor's values at once."""
+        self.array[...] = values
+
+
+class FileRows:
+    """Where merged rows go: the bytes of a tensor of `shape` and `dtype` at `offset` in the open file `fd`, written with
+    ``pwrite`` block by block from a buffer per thread.
+
+    Writes into a preallocated file are several times faster than stores into a memory map of it, whose every first touch
+    of a page is a fault that allocates it (measured: 0.2 s against 1.8–2.8 s per GiB on ext4).
+    """
+
+    def __init__(self, fd: int, offset: int, shape: tuple[int, ...], dtype: np.dtype):
+        self.fd, self.offset, self.dtype = fd, offset, np.dtype(dtype)
+        self.row_shape = tuple(shape[1:])
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+        self.local = threading.local()
+
+    def rows(self, block: slice) -> np.ndarray:
+        count = block.stop - block.start
+        buffer = getattr(self.local, "buffer", None)
+        if buffer is None or len(buffer) < count:
+            buffer = self.local.buffer = np.empty((count, *self.row_shape), self.dtype)
+        return buffer[:count]
+
+    def commit(self, block: slice, values: np.ndarray) -> None:
+        write_all(self.fd, values, self.offset + block.start * self.row_bytes)
+
+    def put(self, values: np.ndarray) -> None:
+        write_all(self.fd, np.ascontiguousarray(values, self.dtype), self.offset)
+
+
+Rows = ArrayRows | FileRows
+
+
+def write_all(fd: int, data: np.ndarray, at: int) -> None:
+    """pwrite every byte of the contiguous array `data` at byte `at` of `fd` (pwrite may write less than asked)."""
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.pwrite(fd, view, at)
+        view, at = view[written:], at + written
+
+
 @functools.cache
 def _blas() -> ThreadpoolController:
     """The BLAS libraries loaded in this process (found once: the search costs a few ms)."""
     return ThreadpoolController()
 
 
-def merge_rows(stored: np.ndarray, delta: DeltaRows, merged: np.ndarray) -> bool:
-    """merged ← round_dtype(stored + ΔW) in float64, one block of rows at a time; True when every merged value is finite.
+def merge_rows(stored: np.ndarray, delta: DeltaRows, merged: Rows, work: np.dtype = np.dtype(np.float64)) -> bool:
+    """merged ← round_dtype(stored + ΔW), the sum formed in the arithmetic dtype `work` (that of `delta`'s rows) and rounded
+    once to merged's dtype, one block of rows at a time; True when every merged value is finite.
 
-    BLAS runs on one thread here: with other processes busy, OpenBLAS's threads fight over the cores (a 4096² layer took
-    5–11× longer on 2 shared cores), while on a quiet machine a second thread saves only ~20 ms of rank-16 products per
-    layer (docs/export.md, Performance).
+    Blocks are merged by WORKERS threads at once (NumPy releases the GIL in its loops and products), each running BLAS on
+    one thread and writing its own blocks. OpenBLAS's own threads would instead fight over the cores with other processes
+    (a 4096² layer took 5–11× longer on 2 shared cores), and cover only the products (docs/export.md, Performance).
     """
     rows, cols = stored.shape
     step = max(1, BLOCK_ELEMENTS // cols)
-    buffer = np.empty((min(step, rows), cols))  # float64
-    finite = True
-    with _blas().limit(limits=1, user_api="blas"), np.errstate(over="ignore", invalid="ignore"):  # overflow: see finite
-        for start in range(0, rows, step):
-            block = slice(start, min(start + step, rows))
-            exact = buffer[: block.stop - start]  # (block rows, cols)
-            delta(block, exact)  # ΔW rows
-            exact += stored[block]  # W + ΔW, float64
-            round_to_dtype(exact, merged.dtype, out=merged[block])
-            finite &= bool(np.isfinite(merged[block]).all())
-    return finite
+    local = threading.local()
+
+    def merge_block(block: slice) -> bool:
+        out = merged.rows(block)
+        if merged.dtype == work:  # the sum is the result: formed where it goes
+            total = out
+        else:
+            if getattr(local, "buffer", None) is None:
+                local.buffer = np.empty((min(step, rows), cols), work)
+            total = local.buffer[: block.stop - block.start]  # (block rows, cols)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow: see finite (the state is per thread)
+            delta(block, total)  # ΔW rows
+            total += stored[block]  # W + ΔW
+            if total is not out:
+                round_to_dtype(total, merged.dtype, out=out)
+        finite = bool(np.isfinite(out).all())
+        merged.commit(block, out)
+        return finite
+
+    blocks = [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
+    with _blas().limit(limits=1, user_api="blas"), ThreadPoolExecutor(min(WORKERS, len(blocks)), "peftref-merge") as pool:
+        return all(list(pool.map(merge_block, blocks)))
 
 
-def merged_weight(graph: Graph, located: Located, layer: LayerAdapter, initializer: str, out: np.ndarray | None = None) -> np.ndarray:
-    """W + ΔW(W), rounded once to the initializer's dtype, in the layout the initializer stores (W or Wᵀ).
+def work_dtype(precision: str, dtype: np.dtype) -> np.dtype:
+    """The arithmetic dtype of a merge: `precision` ("float32" or "float64"), or float64 for a float64 weight."""
+    return np.dtype(np.float64) if precision == "float64" or dtype == np.float64 else np.dtype(np.float32)
 
-    `out`: where to write it (a memory map of the output file, say); a new array when None.
+
+def merged_weight(
+    graph: Graph, located: Located, layer: LayerAdapter, initializer: str, out: Rows | None = None, precision: str = "float32"
+) -> np.ndarray | None:
+    """W + ΔW(W) formed in `precision` (see :func:`work_dtype`) and rounded once to the initializer's dtype, in the layout
+    the initializer stores (W or Wᵀ). A float32 merge that overflows is redone in float64 (ΔW can exceed the largest float32
+    where W + ΔW does not); only a result beyond the dtype is an error.
+
+    `out`: where to write it (:class:`FileRows`: its place in the output file); None: returned as a new array.
     """
     use = next(u for u in located.uses if u.initializer == initializer)
     tensor = graph.initializers[initializer]
     dtype = FLOAT_TYPES[tensor.data_type]
     stored = np.asarray(read_array(tensor, graph.base_dir))  # (d_out, d_in) or (d_in, d_out), memory-mapped when external
     W = stored.T if use.transposed else stored  # (d_out, d_in)
-    merged = np.empty(stored.shape, dtype) if out is None else out
-    if not merge_rows(stored, delta_rows(layer, W, use.transposed), merged):
+    array = np.empty(stored.shape, dtype) if out is None else None
+    target = ArrayRows(array) if out is None else out
+    work = work_dtype(precision, dtype)
+    finite = merge_rows(stored, delta_rows(layer, W, use.transposed, work), target, work)
+    if not finite and work != np.float64:
+        finite = merge_rows(stored, delta_rows(layer, W, use.transposed), target)
+    if not finite:
         exact = W + layer.delta_weight(W if layer.method in DEPENDS_ON_W else None)  # (d_out, d_in) float64, for the message only
         finite = np.isfinite(exact)
         what = (
@@ -201,7 +296,7 @@ def merged_weight(graph: Graph, located: Located, layer: LayerAdapter, initializ
             else "W + ΔW contains NaN or Inf"
         )
         raise ExportError(f"module {layer.module!r} ({layer.method}): the merged weight (initializer {initializer!r}) is not finite: {what}")
-    return merged
+    return array
 
 
 def saved_values(graph: Graph, saved: SavedTensor, value: np.ndarray) -> np.ndarray:
@@ -218,11 +313,11 @@ def saved_values(graph: Graph, saved: SavedTensor, value: np.ndarray) -> np.ndar
     return rounded
 
 
-def _into(out: np.ndarray | None, values: np.ndarray) -> np.ndarray:
+def _into(out: Rows | None, values: np.ndarray) -> np.ndarray | None:
     if out is None:
         return values
-    out[...] = values
-    return out
+    out.put(values)
+    return None
 
 
 def _is_in_place(graph: Graph, initializer: str, slots) -> bool:
@@ -253,7 +348,7 @@ def _unique_name(graph: Graph, wanted: str, taken: set[str]) -> str:
     return name
 
 
-def plan(graph: Graph, adapter: Adapter, base_weights=None) -> Plan:
+def plan(graph: Graph, adapter: Adapter, base_weights=None, precision: str = "float32") -> Plan:
     """Locate every adapted weight and saved tensor, and decide each change (in place or a copy)."""
     if not adapter.layers and not adapter.modules_to_save:
         raise ExportError(f"adapter {adapter.source!r} has no layers and no modules to save: nothing to fold")
@@ -286,7 +381,7 @@ def plan(graph: Graph, adapter: Adapter, base_weights=None) -> Plan:
             target = initializer if in_place else _unique_name(graph, f"{initializer}.peftref.{module}", taken)
             report.initializers.append(target)
             report.shared |= not in_place
-            values = lambda out=None, found=found, layer=layer, initializer=initializer: merged_weight(graph, found, layer, initializer, out)  # noqa: E731
+            values = lambda out=None, found=found, layer=layer, initializer=initializer: merged_weight(graph, found, layer, initializer, out, precision)  # noqa: E731
             result.changes.append(Change(module, initializer, tuple(slots), in_place, target, values, report))
     for entry in saved:
         value = adapter.modules_to_save[entry.module][entry.param]
@@ -400,6 +495,17 @@ def _copy_range(src: int, dst: int, offset: int, length: int, at: int) -> None:
             offset, at = offset + len(chunk), at + len(chunk)
 
 
+def preallocate(fd: int, size: int) -> None:
+    """Reserve `size` bytes for the file `fd` (a full disk fails here, before anything is computed); a sparse file where the
+    file system cannot reserve."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        os.ftruncate(fd, size)
+
+
 def _aligned(offset: int, size: int) -> int:
     return -(-offset // ALIGNMENT) * ALIGNMENT if size >= ALIGN_THRESHOLD else offset
 
@@ -462,18 +568,15 @@ def write_model(result: Plan, model: onnx.ModelProto, path: Path, *, external: b
             offset += size
         path.write_bytes(model.SerializeToString())
         data = path.parent / location
-        with open(data, "wb") as file:
-            file.truncate(offset)
         sources: dict[Path, int] = {}
-        fd = os.open(data, os.O_RDWR)
+        fd = os.open(data, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
+            preallocate(fd, offset)
             for at, job, tensor in jobs:
-                if isinstance(job, Change):  # computed straight into the output file's pages
-                    target = np.memmap(data, dtype=helper.tensor_dtype_to_np_dtype(tensor.data_type), mode="r+", offset=at, shape=tuple(tensor.dims))
-                    compute(job, np.asarray(target))  # a plain view: memmap's slicing costs a Python call per tile
-                    del target
+                if isinstance(job, Change):  # computed and written block by block
+                    compute(job, FileRows(fd, at, tuple(tensor.dims) or (1,), helper.tensor_dtype_to_np_dtype(tensor.data_type)))
                 elif isinstance(job, np.ndarray):
-                    os.pwrite(fd, job, at)
+                    write_all(fd, job, at)
                 else:
                     source, start, length = job
                     if source not in sources:
@@ -559,6 +662,7 @@ def fold(
     inputs: dict | None = None,
     tolerance: float | None = None,
     external_data: bool | None = None,
+    precision: str = "float32",
     progress: bool = True,
 ) -> FoldReport:
     """Fold `adapter` into the ONNX model `base` and write the result to `out`; return a :class:`FoldReport`.
@@ -568,9 +672,13 @@ def fold(
     base_weights: the base model's weights (safetensors path or a mapping), to find unnamed weights by value and to confirm
     the others. verify: run the onnx checker and compare onnxruntime's output with the base model plus the unmerged
     adapter (:func:`peftref.export.verification.verify`); a failure leaves no output. external_data: write tensors to
-    ``<out>.data`` (default: when the base has external data or the result would exceed 2 GiB).
+    ``<out>.data`` (default: when the base has external data or the result would exceed 2 GiB). precision: the arithmetic
+    of W + ΔW before its one rounding to the weight's dtype — "float32" (fast; float64 for float64 weights) or "float64"
+    (the exactly rounded reference merge).
     """
     start = time.perf_counter()
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if isinstance(base, onnx.ModelProto):
         graph = Graph(base)
         if any(is_external(t) for t in (*base.graph.initializer, *attribute_tensors(base.graph))):
@@ -578,7 +686,7 @@ def fold(
     else:
         graph = Graph(load_model(base), Path(base))
     adapter = _as_adapter(adapter, graph)
-    result = plan(graph, adapter, _base_weight_lookup(base_weights))
+    result = plan(graph, adapter, _base_weight_lookup(base_weights), precision)
     out = Path(out)
     if external_data is None:
         external_data = bool(_external_files(graph)) or sum(nbytes(t, graph.base_dir) for t in graph.initializers.values()) > PROTOBUF_LIMIT
@@ -595,7 +703,7 @@ def fold(
         report = FoldReport(
             graph.name, str(out), adapter.source or type(adapter).__name__, result.layers,
             [{"module": s.module, "param": s.param, "initializer": s.initializer, "located_by": s.located_by} for s in result.saved],
-            out.name + ".data" if external_data else None, written,
+            out.name + ".data" if external_data else None, written, precision,
         )  # fmt: skip
         if verify:
             from .verification import verify as run_verification

@@ -4,8 +4,8 @@ A model over 2 GB keeps its weights in external files (``location``, ``offset``,
 ``external_data``). :func:`read_array` maps one such tensor read-only from its file (``numpy.memmap``), so a fold touches
 one tensor's pages at a time and its memory stays near the largest tensor, not the model.
 
-Rounding: the merged weight is computed in float64 and rounded *once* to the storage dtype, to nearest, ties to even.
-NumPy does that for float32 and float16. For bfloat16, ``ml_dtypes`` converts float64 through float32, which rounds twice
+Rounding: the merged weight is computed in float64 or float32 and rounded *once* to the storage dtype, to nearest, ties
+to even. NumPy does that for float32 and float16, and ``ml_dtypes`` from float32 to bfloat16. For bfloat16, ``ml_dtypes`` converts float64 through float32, which rounds twice
 (1 + 2⁻⁸ + 2⁻³⁰ becomes 1 instead of 1 + 2⁻⁷); :func:`round_to_dtype` instead rounds to float32 *to odd* first — float32
 keeps 24 bits ≥ 2·8 + 2, so the second rounding, float32 → bfloat16 to nearest even, then gives the correctly rounded result.
 """
@@ -114,11 +114,11 @@ def _float32_round_to_odd(x: np.ndarray) -> np.ndarray:
 
 
 def round_to_dtype(x: np.ndarray, dtype: np.dtype, out: np.ndarray | None = None) -> np.ndarray:
-    """float64 `x` rounded once to `dtype` (float32, float16, bfloat16 or float64), to nearest, ties to even.
+    """float64 or float32 `x` rounded once to `dtype` (float32, float16, bfloat16 or float64), to nearest, ties to even.
 
     `out`: an array of `dtype` and x's shape to write the result into (no temporary); a new array when None.
     """
-    if dtype == np.dtype(ml_dtypes.bfloat16):
+    if dtype == np.dtype(ml_dtypes.bfloat16) and x.dtype == np.float64:
         x = _float32_round_to_odd(x)  # then float32 -> bfloat16 to nearest even gives the correctly rounded value
     if out is None:
         return x.astype(dtype)

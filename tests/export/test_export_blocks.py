@@ -11,6 +11,8 @@ W + ΔW across a rounding boundary of the storage dtype: allowed is 1 ulp of the
 
 from __future__ import annotations
 
+import os
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -24,14 +26,18 @@ SHAPE = (12, 20)  # (d_out, d_in): valid for every method's test config (Bat r =
 DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 
 
-def _merge(method: str, transposed: bool, dtype: np.dtype):
-    """(merged by merge_rows, reference merge rounded once, the unmerged weight), in the stored layout; float64 values."""
+def _case(method: str, transposed: bool, dtype: np.dtype):
+    """(the layer's adapter, W (d_out, d_in) float64, W as stored in `dtype`: W or Wᵀ)."""
     rng = np.random.default_rng(11)
     W = round_to_dtype(rng.standard_normal(SHAPE) / 4, dtype).astype(np.float64)  # representable in dtype: what the model holds
-    layer = layer_adapter(method, "layer", W, rng)
-    stored = (W.T if transposed else W).astype(dtype)  # (d_in, d_out) or (d_out, d_in)
+    return layer_adapter(method, "layer", W, rng), W, (W.T if transposed else W).astype(dtype)
+
+
+def _merge(method: str, transposed: bool, dtype: np.dtype):
+    """(merged by merge_rows, reference merge rounded once, the unmerged weight), in the stored layout; float64 values."""
+    layer, W, stored = _case(method, transposed, dtype)
     merged = np.empty(stored.shape, dtype)
-    finite = folding.merge_rows(stored, folding.delta_rows(layer, stored.T if transposed else stored, transposed), merged)
+    finite = folding.merge_rows(stored, folding.delta_rows(layer, stored.T if transposed else stored, transposed), folding.ArrayRows(merged))
     expected = round_to_dtype(refimpl.get(method).merge(W, layer.params, layer.config), dtype)  # (d_out, d_in)
     assert finite
     return merged.astype(np.float64), (expected.T if transposed else expected).astype(np.float64), stored.astype(np.float64)
@@ -86,5 +92,25 @@ def test_overflow_in_a_block_is_reported_not_raised():
     def delta(rows, out):
         out[...] = 1e4 if rows.start == 0 else 0.0  # only the first block overflows float16 (largest value 65504)
 
-    assert not folding.merge_rows(stored, delta, merged)
+    assert not folding.merge_rows(stored, delta, folding.ArrayRows(merged))
     assert np.isinf(merged[0]).all() and np.isfinite(merged[-1]).all()
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+@pytest.mark.parametrize("transposed", [False, True], ids=["W", "W^T"])
+def test_blocks_written_to_a_file_equal_the_blocks_merged_in_memory(tmp_path, monkeypatch, transposed, workers):
+    """FileRows: each thread's blocks land at their own byte ranges of the file (after a 7-byte prefix that stays intact)."""
+    monkeypatch.setattr(folding, "WORKERS", workers)
+    merged, _, _ = _merge("lora", transposed, DTYPES["float32"])
+    layer, _, stored32 = _case("lora", transposed, DTYPES["float32"])
+    path = tmp_path / "data"
+    path.write_bytes(b"prefix!" + bytes(stored32.nbytes))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        rows = folding.FileRows(fd, 7, stored32.shape, np.float32)
+        assert folding.merge_rows(stored32, folding.delta_rows(layer, stored32.T if transposed else stored32, transposed), rows)
+    finally:
+        os.close(fd)
+    data = path.read_bytes()
+    assert data[:7] == b"prefix!"
+    np.testing.assert_array_equal(np.frombuffer(data[7:], np.float32).reshape(stored32.shape), merged)

@@ -186,13 +186,13 @@ def test_verification_catches_a_transposed_write(tmp_path, base, monkeypatch):
     path, layers = base
     correct = fold_module.merged_weight
 
-    def transposed(graph, located, layer, initializer, out=None):
-        merged = correct(graph, located, layer, initializer)
+    def transposed(graph, located, layer, initializer, out=None, precision="float32"):
+        merged = correct(graph, located, layer, initializer, precision=precision)
         wrong = merged.T if merged.shape[0] == merged.shape[1] else merged
         if out is None:
             return np.ascontiguousarray(wrong)
-        out[...] = wrong
-        return out
+        out.put(wrong)
+        return None
 
     monkeypatch.setattr(fold_module, "merged_weight", transposed)
     _fails(tmp_path, r"verification failed: output 'y' differs from the base model plus the unmerged adapter", path, mlp_adapter("lora", layers), tmp_path / "out.onnx")
@@ -212,3 +212,25 @@ def test_adapter_directory_missing(tmp_path, base):
     with pytest.raises(CheckpointError, match=r"no-adapter: not an adapter directory"):
         fold(path, tmp_path / "no-adapter", tmp_path / "out.onnx", progress=False)
     assert listing(tmp_path) == before
+
+
+def test_unknown_precision(tmp_path, base):
+    path, layers = base
+    _fails(tmp_path, r"precision must be one of float32, float64, got 'float16'", path, mlp_adapter("lora", layers), tmp_path / "out.onnx", precision="float16")
+
+
+def test_float32_overflow_of_delta_alone_is_redone_in_float64(tmp_path):
+    """Regression: W = −3e38 and ΔW = 6e38 (beyond float32) merge to 3e38, which float32 holds. The float32 product
+    overflows; the fold must redo that weight in float64 instead of calling the merged weight non-finite."""
+    layers = [(np.full((4, 3), -3e38), None)]
+    path = save(mlp_model(layers, form="gemm"), tmp_path / "base.onnx")
+    adapter = mlp_adapter("lora", layers)
+    lora = adapter.layers["layers.0"]
+    lora.params["A"][:] = 1.0
+    lora.params["B"][:] = 6e38 / (lora.config.scaling * lora.params["A"].shape[0])  # ΔW = s B A = 6e38 everywhere
+    fast = fold(path, adapter, tmp_path / "fast.onnx", verify=False, progress=False)
+    exact = fold(path, adapter, tmp_path / "exact.onnx", verify=False, precision="float64", progress=False)
+    (name,) = fast.layers[0].initializers
+    merged = numpy_helper.to_array(next(t for t in onnx.load(tmp_path / "fast.onnx").graph.initializer if t.name == name))
+    np.testing.assert_array_equal(merged, numpy_helper.to_array(next(t for t in onnx.load(tmp_path / "exact.onnx").graph.initializer if t.name == name)))
+    np.testing.assert_allclose(merged, 3e38, rtol=1e-6)

@@ -2,7 +2,8 @@
 
 Two independent checks per case:
 * the folded initializers equal the reference merge W + ΔW(W), computed in float64 from the stored weight and rounded once
-  to the storage dtype — bit for bit (the fold computes exactly that, so any difference is a defect);
+  to the storage dtype — with ``precision="float64"`` bit for bit (the fold computes exactly that, so any difference is a
+  defect); with the default ``precision="float32"`` within the error of float32 arithmetic (:func:`_float32_bound`);
 * onnxruntime's output of the folded model equals the reference's *unmerged* forward (refimpl ``forward``, float64) of the
   adapted MLP. Tolerance 1e-5 relative to max |y|: float32 weights and activations through three 16–24 wide layers
   accumulate a few 1e-7; a layout or scale defect is O(ΔW) ≈ 1e-1 of the output.
@@ -10,6 +11,7 @@ Two independent checks per case:
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import onnx
 import pytest
@@ -34,25 +36,50 @@ def _stored_layers(layers, dtype=np.float32):
     return [(round_to_dtype(W, np.dtype(dtype)).astype(np.float64), None if b is None else b.astype(np.float32).astype(np.float64)) for W, b in layers]
 
 
+def _float32_bound(W: np.ndarray, layer, dtype: np.dtype) -> np.ndarray:
+    """Largest |fold − exact merge| with ``precision="float32"``, elementwise, (d_out, d_in).
+
+    The fold rounds the factors (or the dense ΔW) to float32 (u = 2⁻²⁴ each), sums k products (γ_k ≈ k u), adds W and
+    rounds the sum (u), then rounds once more to the storage dtype (its unit roundoff u_s, 0 for float32): to first order
+    |error| ≤ u_s |W + ΔW| + (k + 3) u (M + |W + ΔW|), M = |L| |R| for factors ΔW = L R of rank k, M = |ΔW| (k = 1) else.
+    A fold in float16 arithmetic, or one that dropped a term, exceeds it by orders of magnitude.
+    """
+    module = refimpl.get(layer.method)
+    exact = np.abs(module.merge(W, layer.params, layer.config))
+    if hasattr(module, "delta_factors"):
+        L, R = module.delta_factors(W, layer.params, layer.config)  # (d_out, k), (k, d_in)
+        M, k = np.abs(L) @ np.abs(R), L.shape[1]
+    else:
+        M, k = np.abs(module.delta_weight(W, layer.params, layer.config)), 1
+    u_s = 0.0 if dtype == np.float32 else float(ml_dtypes.finfo(dtype).eps) / 2
+    return u_s * exact + (k + 3) * 2.0**-24 * (M + exact)
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("method", refimpl.METHODS)
-def test_fold_equals_reference_merge_and_unmerged_forward(tmp_path, method, form):
+def test_fold_equals_reference_merge_and_unmerged_forward(tmp_path, method, form, precision):
     layers = mlp_layers()
     base = save(mlp_model(layers, form=form, sequence=FORMS[form]), tmp_path / "base.onnx")
     stored = _stored_layers(layers)
     adapter = mlp_adapter(method, stored)
-    report = fold(base, adapter, tmp_path / "out.onnx", progress=False)
+    report = fold(base, adapter, tmp_path / "out.onnx", precision=precision, progress=False)
+    assert report.precision == precision
 
     folded = initializers(tmp_path / "out.onnx")
     for i, layer in enumerate(report.layers):
         W = stored[i][0]  # (d_out, d_in) as stored, float64
-        expected = round_to_dtype(refimpl.get(method).merge(W, adapter.layers[layer.module].params, adapter.layers[layer.module].config), np.dtype(np.float32))
+        exact = refimpl.get(method).merge(W, adapter.layers[layer.module].params, adapter.layers[layer.module].config)
+        merged = folded[layer.initializers[0]]
         if form == "matmul":
             assert layer.layout == "W^T" and layer.located_by == "scope"
-            expected = expected.T  # the folded form stores Wᵀ
+            merged = merged.T  # the folded form stores Wᵀ
         else:
             assert layer.layout == "W"
-        np.testing.assert_array_equal(folded[layer.initializers[0]], expected)
+        if precision == "float64":
+            np.testing.assert_array_equal(merged, round_to_dtype(exact, np.dtype(np.float32)))
+        else:
+            assert np.all(np.abs(merged - exact) <= _float32_bound(W, adapter.layers[layer.module], np.dtype(np.float32)))
 
     x = _x(FORMS[form])
     (y,) = run(tmp_path / "out.onnx", {"x": x})
@@ -94,20 +121,24 @@ def test_large_tensors_are_aligned_in_the_data_file(tmp_path):
 
 
 @pytest.mark.parametrize("dtype, cast", [(np.float16, False), ("bfloat16", True), (np.float16, True)])
-def test_half_precision_weights_merged_in_float64_and_rounded_once(tmp_path, dtype, cast):
-    import ml_dtypes
-
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_half_precision_weights_merged_and_rounded_once(tmp_path, dtype, cast, precision):
+    """float64: bit for bit the reference merge rounded once; float32: a float32 sum rounded once, within _float32_bound."""
     dtype = np.dtype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
     layers = mlp_layers()
     base = save(mlp_model(layers, form="matmul", sequence=True, dtype=dtype, cast=cast), tmp_path / "base.onnx")
     stored = _stored_layers(layers, dtype)
-    adapter = mlp_adapter("fourierft", stored)
-    report = fold(base, adapter, tmp_path / "out.onnx", progress=False)
+    adapter = mlp_adapter("lora", stored)
+    report = fold(base, adapter, tmp_path / "out.onnx", precision=precision, progress=False)
     folded = initializers(tmp_path / "out.onnx")
     for i, layer in enumerate(report.layers):
         assert layer.dtype == {"float16": "float16", "bfloat16": "bfloat16"}[dtype.name]
-        merged = refimpl.fourierft.merge(stored[i][0], adapter.layers[layer.module].params, adapter.layers[layer.module].config)
-        np.testing.assert_array_equal(folded[layer.initializers[0]].view(np.uint16), round_to_dtype(merged, dtype).T.view(np.uint16))
+        exact = refimpl.lora.merge(stored[i][0], adapter.layers[layer.module].params, adapter.layers[layer.module].config)
+        merged = folded[layer.initializers[0]].T
+        if precision == "float64":
+            np.testing.assert_array_equal(merged.view(np.uint16), round_to_dtype(exact, dtype).view(np.uint16))
+        else:
+            assert np.all(np.abs(merged.astype(np.float64) - exact) <= _float32_bound(stored[i][0], adapter.layers[layer.module], dtype))
     # onnxruntime against the unmerged reference: the merged weights are rounded to the storage dtype (unit roundoff
     # 4.9e-4 for float16, 3.9e-3 for bfloat16), fp16 activations (no cast) add as much per layer; three layers.
     x = _x(True).astype(np.float32 if cast else dtype)
@@ -124,7 +155,7 @@ def test_bat_reads_w_in_the_layout_of_the_graph(tmp_path):
     base = save(mlp_model(layers, form="matmul", sequence=True), tmp_path / "base.onnx")
     stored = _stored_layers(layers)
     adapter = mlp_adapter("bat", stored)
-    fold(base, adapter, tmp_path / "out.onnx", progress=False)
+    fold(base, adapter, tmp_path / "out.onnx", precision="float64", progress=False)
     square = adapter.layers["layers.1"]  # (16, 16): only the graph tells W from Wᵀ
     right = refimpl.bat.merge(stored[1][0], square.params, square.config)
     wrong = refimpl.bat.merge(stored[1][0].T, square.params, square.config).T
@@ -181,7 +212,7 @@ def test_tied_weight_copied_for_the_adapted_module_only(tmp_path, second_user):
     W = initializers(base)["layers.0.weight"].astype(np.float64)
     rng = np.random.default_rng(3)
     adapter = Adapter({"layers.0": layer_adapter("bone", "layers.0", W, rng)})
-    report = fold(base, adapter, tmp_path / "out.onnx", progress=False)
+    report = fold(base, adapter, tmp_path / "out.onnx", precision="float64", progress=False)
     (layer,) = report.layers
     assert layer.shared and layer.initializers == ["layers.0.weight.peftref.layers.0"]
     folded = initializers(tmp_path / "out.onnx")
