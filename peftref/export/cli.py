@@ -13,7 +13,7 @@ import argparse
 import json
 
 from ..demo import format_table
-from .folding import fold
+from .folding import PRECISIONS, fold
 
 
 def add_parser(subparsers) -> None:
@@ -36,7 +36,7 @@ def add_parser(subparsers) -> None:
         help="check with the onnx checker and compare onnxruntime's output with the base model plus the unmerged adapter (default: on)",
     )  # fmt: skip
     parser.add_argument(
-        "--precision", choices=["float32", "float64"], default="float32",
+        "--precision", choices=PRECISIONS, default="float32",
         help="arithmetic of W + ΔW before its one rounding to the weight's dtype: float32 (default; float64 for float64 weights) "
         "or float64 (the exactly rounded reference merge, about 2× slower for low-rank adapters)",
     )  # fmt: skip

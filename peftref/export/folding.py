@@ -18,8 +18,8 @@ Safety:
   the module through a ``Transpose``/``Cast`` whose output other modules also read cannot be separated that way: refused.
 - **Streaming.** Models with external data are processed tensor by tensor: unchanged tensors are copied file range to file
   range in the kernel (``copy_file_range``); each merged weight is computed from a memory map of its input bytes, a block
-  of rows at a time, and each block is written into the (preallocated) output file by a second thread while the next one
-  is computed — so peak memory is a few blocks, not the model.
+  of rows at a time, by WORKERS threads that each write their own blocks into the (preallocated) output file — so peak
+  memory is a few blocks, not the model.
 - **Atomic output.** Everything is written into a temporary directory beside the output, checked (onnx checker) and
   verified (onnxruntime) there, then renamed into place: on any error nothing is left behind. The output never replaces
   the input model or any of its external data files.
@@ -133,7 +133,7 @@ class Plan:
     layers: list[LayerReport] = field(default_factory=list)
 
 
-DeltaRows = Callable[[slice, np.ndarray], None]  # (rows, out): out ← those rows of ΔW in the stored layout, float64
+DeltaRows = Callable[[slice, np.ndarray], None]  # (rows, out): out ← those rows of ΔW in the stored layout, in out's dtype
 
 
 def delta_rows(layer: LayerAdapter, W: np.ndarray, transposed: bool, work: np.dtype = np.dtype(np.float64)) -> DeltaRows:
@@ -214,8 +214,8 @@ class FileRows:
 Rows = ArrayRows | FileRows
 
 
-def write_all(fd: int, data: np.ndarray, at: int) -> None:
-    """pwrite every byte of the contiguous array `data` at byte `at` of `fd` (pwrite may write less than asked)."""
+def write_all(fd: int, data: np.ndarray | bytes, at: int) -> None:
+    """pwrite every byte of `data` (bytes or a contiguous array) at byte `at` of `fd` (pwrite may write less than asked)."""
     view = memoryview(data).cast("B")
     while view:
         written = os.pwrite(fd, view, at)
@@ -491,7 +491,7 @@ def _copy_range(src: int, dst: int, offset: int, length: int, at: int) -> None:
             chunk = os.pread(src, min(CHUNK, end - offset), offset)
             if not chunk:
                 raise ExportError(f"unexpected end of an external data file at byte {offset}") from None
-            os.pwrite(dst, chunk, at)
+            write_all(dst, chunk, at)
             offset, at = offset + len(chunk), at + len(chunk)
 
 

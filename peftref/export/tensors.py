@@ -5,9 +5,10 @@ A model over 2 GB keeps its weights in external files (``location``, ``offset``,
 one tensor's pages at a time and its memory stays near the largest tensor, not the model.
 
 Rounding: the merged weight is computed in float64 or float32 and rounded *once* to the storage dtype, to nearest, ties
-to even. NumPy does that for float32 and float16, and ``ml_dtypes`` from float32 to bfloat16. For bfloat16, ``ml_dtypes`` converts float64 through float32, which rounds twice
-(1 + 2⁻⁸ + 2⁻³⁰ becomes 1 instead of 1 + 2⁻⁷); :func:`round_to_dtype` instead rounds to float32 *to odd* first — float32
-keeps 24 bits ≥ 2·8 + 2, so the second rounding, float32 → bfloat16 to nearest even, then gives the correctly rounded result.
+to even. NumPy does that for float32 and float16, and ``ml_dtypes`` from float32 to bfloat16. From float64, however,
+``ml_dtypes`` converts to bfloat16 through float32, which rounds twice (1 + 2⁻⁸ + 2⁻³⁰ becomes 1 instead of 1 + 2⁻⁷);
+:func:`round_to_dtype` instead rounds to float32 *to odd* first — float32 keeps 24 bits ≥ 2·8 + 2, so the second
+rounding, float32 → bfloat16 to nearest even, then gives the correctly rounded result.
 """
 
 from __future__ import annotations

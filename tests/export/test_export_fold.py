@@ -308,3 +308,27 @@ def test_model_proto_base_and_report(tmp_path):
     assert all(row["seconds"] >= 0 and row["method"] == "sdctft" for row in d["layers"])
     assert d["verification"]["provider"] == "CPUExecutionProvider"
     assert set(CONFIGS) == set(refimpl.METHODS)
+
+
+def test_short_writes_and_no_copy_file_range(tmp_path, monkeypatch):
+    """Regression: with copy_file_range unavailable (another file system) unchanged tensors go through pread/pwrite, and
+    pwrite may write fewer bytes than asked; every byte must still land. Here pwrite writes at most 7 bytes a call."""
+    import os
+
+    layers = mlp_layers()
+    stored = _stored_layers(layers)
+    base = save(mlp_model(layers, form="matmul", sequence=True), tmp_path / "base.onnx", external=True)
+    adapter = mlp_adapter("lora", stored, modules=[0, 2])
+    fold(base, adapter, tmp_path / "expected.onnx", verify=False, progress=False)
+
+    def no_copy_file_range(*args):
+        raise OSError(18, "Invalid cross-device link")
+
+    real_pwrite = os.pwrite
+    monkeypatch.setattr(os, "copy_file_range", no_copy_file_range)
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, at: real_pwrite(fd, memoryview(data)[:7], at))
+    fold(base, adapter, tmp_path / "out.onnx", verify=False, progress=False)
+    expected, folded = initializers(tmp_path / "expected.onnx"), initializers(tmp_path / "out.onnx")
+    assert folded.keys() == expected.keys() and "val_1" in folded  # val_1: a weight copied unchanged
+    for name, value in expected.items():
+        np.testing.assert_array_equal(folded[name], value)
